@@ -1,0 +1,1 @@
+//! kbg provider for AWS EC2 instances, through aws-sdk-ec2

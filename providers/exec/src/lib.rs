@@ -1,0 +1,1 @@
+//! kbg provider that delegates to any external program speaking a JSON protocol

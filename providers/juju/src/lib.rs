@@ -1,0 +1,1 @@
+//! kbg provider for Juju Charmed Kubernetes worker applications, through the juju CLI

@@ -1,0 +1,1 @@
+//! kbg provider for pre-provisioned bare-metal hosts, over SSH

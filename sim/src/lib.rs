@@ -1,0 +1,1 @@
+//! A simulated Kubernetes cluster served over HTTP, for kbg's demo, tests and benchmarks

@@ -1,0 +1,3 @@
+//! The `kbg` command.
+
+fn main() {}
