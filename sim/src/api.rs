@@ -401,13 +401,12 @@ fn check_kind(v: &Value, def: &ResDef, kinds: &[(&str, &str)]) -> Result<(), Api
     }
     let kind = v.get("kind").and_then(Value::as_str).unwrap_or("");
     let api = v.get("apiVersion").and_then(Value::as_str).unwrap_or("");
-    if kind.is_empty() {
-        let text = v.to_string();
-        return Err(ApiError::bad_request(format!(
-            "Object 'Kind' is missing in '{text}'"
-        )));
-    }
-    if !kinds.iter().any(|(k, a)| *k == kind && *a == api) {
+    // a missing kind or apiVersion defaults to the URL's, as the API server's decoder
+    // does (kube-rs sends evictions without them)
+    if !kinds
+        .iter()
+        .any(|(k, a)| (kind.is_empty() || *k == kind) && (api.is_empty() || *a == api))
+    {
         return Err(ApiError::bad_request(format!(
             "{kind} in version {:?} cannot be handled as a {}: no kind {kind:?} is registered for version {api:?} in scheme",
             api.rsplit('/').next().unwrap_or(""),
