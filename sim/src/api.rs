@@ -599,7 +599,7 @@ fn resource(
                     let opts = delete_opts(body, q)?;
                     let res = def.res;
                     let outcome = shared.write(|st| {
-                        if matches!(res, Res::Pod | Res::Node | Res::Namespace) {
+                        if matches!(res, Res::Pod | Res::Node) {
                             st.tx.client_action = true;
                         }
                         let r = st.delete(res, &key, &opts);
