@@ -778,6 +778,7 @@ fn list(
     let (rv, items, more) = shared.read(|st| {
         let rv = cont.as_ref().map_or(st.rv, |(rv, _)| *rv);
         let after = cont.as_ref().map(|(_, k)| k.clone());
+        let after_key = after.clone();
         let mut items: Vec<Arc<Obj>> = Vec::new();
         let mut more = false;
         let mut push = |o: &Arc<Obj>| -> bool {
@@ -809,7 +810,7 @@ fn list(
                 }
             }
         } else {
-            for o in st.objects(def.res, filter.ns.as_deref()) {
+            for o in st.objects_after(def.res, filter.ns.as_deref(), after_key.as_ref()) {
                 if !push(o) {
                     break;
                 }

@@ -558,13 +558,18 @@ impl State {
         f: impl FnOnce(&mut Value),
     ) -> Option<Arc<Obj>> {
         let old = self.get(res, key)?.clone();
-        let orig = old.value();
-        let mut v = orig.clone();
+        let mut v = old.value();
+        let spec_before = if res.def().generation {
+            v.get("spec").cloned()
+        } else {
+            None
+        };
         f(&mut v);
-        if v == orig {
+        // unchanged? (serialization is deterministic: maps are sorted)
+        if serde_json::to_vec(&v).is_ok_and(|b| b == old.bytes) {
             return Some(old);
         }
-        if res.def().generation && v.get("spec") != orig.get("spec") {
+        if res.def().generation && v.get("spec") != spec_before.as_ref() {
             set(
                 &mut v,
                 &["metadata", "generation"],
