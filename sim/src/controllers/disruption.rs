@@ -95,6 +95,9 @@ pub(crate) struct Disruption {
     pub retired: Vec<(String, String, Books)>,
 }
 
+/// A controller's uid and replicas, `None` for a pod without one, or why not.
+type ScaleResult = Result<Option<(Arc<str>, i64)>, String>;
+
 /// The numbers of a PDB.
 #[derive(Debug, Clone)]
 pub(crate) struct Computed {
@@ -216,7 +219,7 @@ impl State {
     }
 
     /// The scale of a pod's controller: `(controller uid, replicas)`.
-    fn controller_scale(&self, pod: &Obj) -> Result<Option<(Arc<str>, i64)>, String> {
+    fn controller_scale(&self, pod: &Obj) -> ScaleResult {
         let Some(c) = pod.meta.controller() else {
             return Ok(None);
         };
@@ -275,8 +278,7 @@ impl State {
         let mut expected_scale = || -> i64 {
             let mut seen: HashSet<Arc<str>> = HashSet::new();
             // one lookup per controller, not per pod
-            let mut memo: HashMap<(Box<str>, Box<str>), Result<Option<(Arc<str>, i64)>, String>> =
-                HashMap::new();
+            let mut memo: HashMap<(Box<str>, Box<str>), ScaleResult> = HashMap::new();
             let mut total = 0;
             for p in &pods {
                 let scale = match p.meta.controller() {
