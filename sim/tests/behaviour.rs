@@ -17,6 +17,8 @@ use kube::api::{
 };
 use serde_json::{Value, json};
 
+/// At speed 1 a replacement pod takes 5 s of wall time to be Ready: the window in which
+/// the PDB refuses.
 const WEB: &str = "
 pools:
   - name: alpha
@@ -25,6 +27,7 @@ workloads:
   - kind: Deployment
     name: web
     replicas: 3
+    startup_seconds: 5
     pdb: {max_unavailable: 1}
 ";
 
@@ -218,7 +221,7 @@ async fn eviction_answers_like_the_api_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_delete_is_visible_then_gone() {
     let (cluster, client) = common::start(
-        "pools:\n  - name: alpha\n    count: 1\nworkloads:\n  - kind: Pod\n    name: slow\n    termination_seconds: 20\n",
+        "pools:\n  - name: alpha\n    count: 1\nworkloads:\n  - kind: Pod\n    name: slow\n    termination_seconds: 60\n",
         20.0,
     )
     .await;
@@ -1079,5 +1082,155 @@ async fn control_plane_static_pods_and_in_place_upgrade() {
             .upgrade_control_plane_node("nope", "v1.31.0")
             .is_err()
     );
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletion_propagates_to_dependents_per_policy() {
+    let (cluster, client) = common::start(
+        "pools:\n  - name: alpha\n    count: 2\nkube_proxy: false\nworkloads:\n  - {kind: Deployment, name: orphan, replicas: 2}\n  - {kind: Deployment, name: fore, replicas: 2}\n  - {kind: Deployment, name: back, replicas: 2}\n",
+        30.0,
+    )
+    .await;
+    let deps: Api<Deployment> = Api::default_namespaced(client.clone());
+    let rss: Api<k8s_openapi::api::apps::v1::ReplicaSet> = Api::default_namespaced(client.clone());
+    // Orphan: the ReplicaSet and pods stay, without their owner reference
+    deps.delete("orphan", &DeleteParams::orphan())
+        .await
+        .unwrap();
+    assert!(deps.get_opt("orphan").await.unwrap().is_none());
+    let rs = rss
+        .list(&ListParams::default().labels("app=orphan"))
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(rs.len(), 1);
+    assert!(rs[0].metadata.owner_references.is_none(), "orphaned");
+    assert_eq!(
+        common::pods(&client, "default", "app=orphan").await.len(),
+        2
+    );
+    // Foreground: the Deployment waits, with a finalizer, until its dependents are gone
+    let d = deps
+        .delete("fore", &DeleteParams::foreground())
+        .await
+        .unwrap()
+        .left()
+        .expect("still there");
+    assert!(
+        d.metadata
+            .finalizers
+            .unwrap()
+            .contains(&"foregroundDeletion".to_string())
+    );
+    common::wait_for("foreground done", 60, || {
+        let deps = deps.clone();
+        let client = client.clone();
+        async move {
+            (deps.get_opt("fore").await.unwrap().is_none()
+                && common::pods(&client, "default", "app=fore")
+                    .await
+                    .is_empty())
+            .then_some(())
+        }
+    })
+    .await;
+    // Background (the default): the Deployment goes at once, its dependents after
+    deps.delete("back", &DeleteParams::default()).await.unwrap();
+    assert!(deps.get_opt("back").await.unwrap().is_none());
+    common::wait_for("background done", 60, || {
+        let rss = rss.clone();
+        let client = client.clone();
+        async move {
+            (rss.list(&ListParams::default().labels("app=back"))
+                .await
+                .unwrap()
+                .items
+                .is_empty()
+                && common::pods(&client, "default", "app=back")
+                    .await
+                    .is_empty())
+            .then_some(())
+        }
+    })
+    .await;
+    // the orphans are still there
+    assert_eq!(
+        common::pods(&client, "default", "app=orphan").await.len(),
+        2
+    );
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binding_pods_and_deleting_collections() {
+    let (cluster, client) = common::start(
+        "pools:\n  - name: alpha\n    count: 1\nkube_proxy: false\n",
+        30.0,
+    )
+    .await;
+    let pods: Api<Pod> = Api::default_namespaced(client.clone());
+    let p: Pod = serde_json::from_value(
+        json!({"metadata": {"name": "manual", "labels": {"batch": "x"}},
+        "spec": {"schedulerName": "my-scheduler", "containers": [{"name": "c", "image": "i"}]}}),
+    )
+    .unwrap();
+    pods.create(&PostParams::default(), &p).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        pods.get("manual")
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .node_name
+            .is_none(),
+        "not the default scheduler's pod"
+    );
+    let (code, _, body) = common::raw(
+        &client,
+        "POST",
+        "/api/v1/namespaces/default/pods/manual/binding",
+        json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "manual"}, "target": {"kind": "Node", "name": "alpha-0"}}),
+    )
+    .await;
+    assert_eq!(code, 201, "{body}");
+    common::wait_for("bound pod runs", 30, || {
+        let pods = pods.clone();
+        async move { pods.get("manual").await.ok().filter(common::running_ready) }
+    })
+    .await;
+    let (code, _, _) = common::raw(
+        &client,
+        "POST",
+        "/api/v1/namespaces/default/pods/manual/binding",
+        json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "manual"}, "target": {"kind": "Node", "name": "alpha-0"}}),
+    )
+    .await;
+    assert_eq!(code, 409, "already bound");
+    for i in 0..3 {
+        let p: Pod = serde_json::from_value(
+            json!({"metadata": {"name": format!("b{i}"), "labels": {"batch": "x"}},
+            "spec": {"containers": [{"name": "c", "image": "i"}]}}),
+        )
+        .unwrap();
+        pods.create(&PostParams::default(), &p).await.unwrap();
+    }
+    let gone = pods
+        .delete_collection(
+            &DeleteParams {
+                grace_period_seconds: Some(0),
+                ..Default::default()
+            },
+            &ListParams::default().labels("batch=x"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(gone.left().unwrap().items.len(), 4);
+    assert!(
+        common::pods(&client, "default", "batch=x").await.is_empty(),
+        "grace 0: gone at once"
+    );
+    assert_eq!(cluster.stats().pods_deleted, 4);
     cluster.shutdown().await;
 }
