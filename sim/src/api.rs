@@ -568,14 +568,7 @@ fn resource(
                             "the namespace of the provided object does not match the namespace sent on the request",
                         ));
                     }
-                    let which = if sub.is_some() {
-                        Sub::Status
-                    } else {
-                        Sub::Main
-                    };
-                    if which == Sub::Status && !def.has_status {
-                        return Err(ApiError::no_such_resource());
-                    }
+                    let which = which_part(def, sub)?;
                     let o = shared.write(|st| st.update(def.res, &key, v, which, q.dry_run()))?;
                     Ok(object_reply(200, def, &o, format, shared))
                 }
@@ -583,14 +576,7 @@ fn resource(
                     let ty = patch_type(&ct)?;
                     let patch: Value = serde_json::from_slice(body)
                         .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
-                    let which = if sub.is_some() {
-                        Sub::Status
-                    } else {
-                        Sub::Main
-                    };
-                    if which == Sub::Status && !def.has_status {
-                        return Err(ApiError::no_such_resource());
-                    }
+                    let which = which_part(def, sub)?;
                     let o = shared
                         .write(|st| st.patch(def.res, &key, ty, &patch, which, q.dry_run()))?;
                     Ok(object_reply(200, def, &o, format, shared))
@@ -686,6 +672,15 @@ fn resource(
             }
         }
         (None, Some(_)) => Err(ApiError::no_such_resource()),
+    }
+}
+
+/// The main resource or its `/status`.
+fn which_part(def: &ResDef, sub: Option<&str>) -> Result<Sub, ApiError> {
+    match sub {
+        None => Ok(Sub::Main),
+        Some(_) if def.has_status => Ok(Sub::Status),
+        Some(_) => Err(ApiError::no_such_resource()),
     }
 }
 
@@ -937,19 +932,8 @@ fn bind(st: &mut crate::state::State, key: &Key, target: &str) -> Result<(), Api
         ));
     }
     let now = crate::clock::rfc3339(st.now());
-    let t = target.to_string();
     st.modify(Res::Pod, key, |v| {
-        set(v, &["spec", "nodeName"], json!(t));
-        crate::object::set_condition(
-            v,
-            &["status", "conditions"],
-            "PodScheduled",
-            "True",
-            "",
-            "",
-            &now,
-            false,
-        );
+        crate::controllers::scheduler::bind(v, target, &now)
     });
     Ok(())
 }

@@ -232,6 +232,21 @@ impl Reject {
     }
 }
 
+/// What binding a pod to `node` writes: `spec.nodeName` and `PodScheduled=True`.
+pub(crate) fn bind(v: &mut Value, node: &str, now: &str) {
+    set(v, &["spec", "nodeName"], json!(node));
+    set_condition(
+        v,
+        &["status", "conditions"],
+        "PodScheduled",
+        "True",
+        "",
+        "",
+        now,
+        false,
+    );
+}
+
 impl State {
     /// Queues a pod for scheduling.
     pub(crate) fn sched_enqueue(&mut self, key: &Key) {
@@ -408,19 +423,7 @@ impl State {
         let now = rfc3339(self.now());
         match best {
             Some((_, node)) => {
-                self.modify(Res::Pod, key, |v| {
-                    set(v, &["spec", "nodeName"], json!(&*node));
-                    set_condition(
-                        v,
-                        &["status", "conditions"],
-                        "PodScheduled",
-                        "True",
-                        "",
-                        "",
-                        &now,
-                        false,
-                    );
-                });
+                self.modify(Res::Pod, key, |v| bind(v, &node, &now));
             }
             None => {
                 let mut parts: Vec<String> = rejects
