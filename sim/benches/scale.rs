@@ -276,6 +276,74 @@ async fn main() {
         ms(all.saturating_sub(written)),
         (watchers * events) as f64 / all.as_secs_f64()
     );
+
+    // watch fan-out of pod events: 50 watchers on one Deployment's pods while it doubles
+    let pods_api: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), "ns-0");
+    let rv = pods_api
+        .list(
+            &kube::api::ListParams::default()
+                .labels("app=app-0")
+                .limit(1),
+        )
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let target = (replicas * 2) as usize;
+    let mut tasks = Vec::new();
+    for _ in 0..watchers {
+        let api = pods_api.clone();
+        let rv = rv.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut w = Box::pin(
+                api.watch(
+                    &WatchParams::default().labels("app=app-0").timeout(290),
+                    &rv,
+                )
+                .await
+                .unwrap(),
+            );
+            let mut running = std::collections::HashSet::new();
+            let mut events = 0usize;
+            while running.len() < target / 2 {
+                match w.try_next().await.unwrap() {
+                    Some(WatchEvent::Added(p) | WatchEvent::Modified(p)) => {
+                        events += 1;
+                        let ready = p.status.as_ref().and_then(|s| s.pod_ip.as_ref()).is_some();
+                        if ready {
+                            running.insert(p.metadata.name.unwrap());
+                        }
+                    }
+                    Some(WatchEvent::Error(e)) => panic!("{e:?}"),
+                    Some(_) => {}
+                    None => panic!("watch ended"),
+                }
+            }
+            (Instant::now(), events)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let deps: Api<k8s_openapi::api::apps::v1::Deployment> = Api::namespaced(client.clone(), "ns-0");
+    let t = Instant::now();
+    deps.patch(
+        "app-0",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(serde_json::json!({"spec": {"replicas": target}})),
+    )
+    .await
+    .unwrap();
+    let mut last = t;
+    let mut events = 0;
+    for task in tasks {
+        let (at, n) = task.await.unwrap();
+        last = last.max(at);
+        events += n;
+    }
+    println!(
+        "| watch fan-out of pods: a Deployment scaled {replicas} → {target}, all {watchers} watchers saw every new pod started | {} ({events} events delivered) |",
+        ms(last - t)
+    );
     println!("| peak RSS at the end | {:.0} MiB |", peak_rss_mib());
     cluster.shutdown().await;
 }
