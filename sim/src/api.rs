@@ -635,6 +635,13 @@ fn resource(
                     Ok(Reply::json(201, &success(201, None)))
                 }
                 (Some("scale"), m) if def.has_scale => scale(shared, def, &key, m, &ct, body),
+                (Some("log"), Method::GET) if def.res == Res::Pod => {
+                    // simulated containers write nothing
+                    shared
+                        .read(|st| st.get(Res::Pod, &key).cloned())
+                        .ok_or_else(|| ApiError::not_found("pods", "", name))?;
+                    Ok(Reply::text(200, ""))
+                }
                 (Some("finalize"), Method::PUT) if def.res == Res::Namespace => {
                     let v = parse_json(body, def)?;
                     let fin = get(&v, &["spec", "finalizers"])

@@ -381,6 +381,10 @@ pub(crate) fn api_resource_list(group: &str, version: &str) -> Option<Value> {
                 "name": "pods/binding", "singularName": "", "namespaced": true,
                 "kind": "Binding", "verbs": ["create"],
             }));
+            resources.push(json!({
+                "name": "pods/log", "singularName": "", "namespaced": true,
+                "kind": "Pod", "verbs": ["get"],
+            }));
         }
         if d.res == Res::Namespace {
             resources.push(json!({

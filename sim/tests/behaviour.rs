@@ -1208,6 +1208,18 @@ async fn binding_pods_and_deleting_collections() {
     )
     .await;
     assert_eq!(code, 409, "already bound");
+    let (code, _, log) = common::raw(
+        &client,
+        "GET",
+        "/api/v1/namespaces/default/pods/manual/log",
+        Value::Null,
+    )
+    .await;
+    assert_eq!(
+        (code, log.as_str()),
+        (200, ""),
+        "simulated containers log nothing"
+    );
     for i in 0..3 {
         let p: Pod = serde_json::from_value(
             json!({"metadata": {"name": format!("b{i}"), "labels": {"batch": "x"}},
