@@ -47,6 +47,7 @@ struct WatchState {
     shutdown: tokio::sync::watch::Receiver<bool>,
     filter: Filter,
     metadata_only: bool,
+    events_v1: bool,
     last: u64,
     pending: VecDeque<Bytes>,
     bookmarks: bool,
@@ -57,7 +58,10 @@ struct WatchState {
 
 impl WatchState {
     fn line_for(&self, ev: &Event, ty: EvType) -> Bytes {
-        if self.metadata_only {
+        if self.events_v1 {
+            let v = json!({"type": ty.as_str(), "object": crate::events::to_events_v1(&ev.obj.value())});
+            Bytes::from(format!("{v}\n"))
+        } else if self.metadata_only {
             let v = json!({"type": ty.as_str(), "object": partial_metadata(&ev.obj.value())});
             let mut s = v.to_string();
             s.push('\n');
@@ -203,12 +207,12 @@ pub(crate) fn watch(
     };
     let (hist, start, initial) = {
         let st = shared.state.lock();
-        let hist = st.table(def.res).hist.clone();
+        let hist = st.table(def.res.storage()).hist.clone();
         match from {
             Some(rv) => (hist, rv, Vec::new()),
             None => {
                 let objs: Vec<_> = st
-                    .objects(def.res, filter.ns.as_deref())
+                    .objects(def.res.storage(), filter.ns.as_deref())
                     .filter(|o| filter.matches(o))
                     .cloned()
                     .collect();
@@ -223,6 +227,7 @@ pub(crate) fn watch(
         shutdown: shared.shutdown.subscribe(),
         filter,
         metadata_only,
+        events_v1: def.res == crate::resources::Res::EventV1,
         last: start,
         pending: VecDeque::new(),
         bookmarks,
@@ -233,6 +238,9 @@ pub(crate) fn watch(
     for o in initial {
         let line = if metadata_only {
             let v = json!({"type": "ADDED", "object": partial_metadata(&o.value())});
+            Bytes::from(format!("{v}\n"))
+        } else if ws.events_v1 {
+            let v = json!({"type": "ADDED", "object": crate::events::to_events_v1(&o.value())});
             Bytes::from(format!("{v}\n"))
         } else {
             let mut b = BytesMut::with_capacity(o.bytes.len() + 32);
