@@ -374,6 +374,7 @@ impl State {
     /// # Errors
     /// 404, 409 when the patch carries a stale resourceVersion, 400/422 for a bad patch,
     /// and the errors of [`State::update`].
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn patch(
         &mut self,
         res: Res,
