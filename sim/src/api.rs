@@ -146,6 +146,16 @@ enum Format {
     Metadata,
 }
 
+impl Format {
+    fn render(self) -> crate::watch::Render {
+        match self {
+            Format::Json => crate::watch::Render::Stored,
+            Format::Table => crate::watch::Render::Table,
+            Format::Metadata => crate::watch::Render::Metadata,
+        }
+    }
+}
+
 fn format_of(headers: &HeaderMap) -> Result<Format, ApiError> {
     let accept = headers
         .get(header::ACCEPT)
@@ -492,8 +502,7 @@ fn resource(
             let filter = Filter::new(def, ns.as_deref(), q)?;
             match *method {
                 Method::GET if watch || q.flag("watch") => {
-                    let b =
-                        crate::watch::watch(shared, def, filter, q, format == Format::Metadata)?;
+                    let b = crate::watch::watch(shared, def, filter, q, format.render())?;
                     Ok(Reply {
                         code: 200,
                         body: b,
@@ -540,13 +549,7 @@ fn resource(
                         let mut q2 = q.clone();
                         q2.0.insert("fieldSelector".into(), format!("metadata.name={name}"));
                         let filter = Filter::new(def, ns.as_deref(), &q2)?;
-                        let b = crate::watch::watch(
-                            shared,
-                            def,
-                            filter,
-                            &q2,
-                            format == Format::Metadata,
-                        )?;
+                        let b = crate::watch::watch(shared, def, filter, &q2, format.render())?;
                         return Ok(Reply {
                             code: 200,
                             body: b,
