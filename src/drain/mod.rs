@@ -517,6 +517,9 @@ pub async fn drain_nodes(
     opts.validate()?;
     let clock = opts.clock;
     let start = clock.now();
+    if nodes.is_empty() {
+        return Ok(DrainReport::from_nodes(Vec::new(), 0.0));
+    }
     let shared = Shared {
         client: client.clone(),
         opts,

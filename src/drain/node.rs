@@ -32,6 +32,10 @@ use super::{
 /// under the watch, not a poll: a pod waiting ten minutes costs one request more.
 const PARKED_RECHECK: Duration = Duration::from_secs(600);
 
+/// The first evictions wait for the PDB watch's first list (a few milliseconds), so they
+/// already know which PDBs allow nothing; at most this long (cluster time) if it hangs.
+const PDB_SYNC_GRACE: Duration = Duration::from_secs(10);
+
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -156,11 +160,16 @@ impl<'s, 'o> NodeRun<'s, 'o> {
         let mut pdb_changes = sh.pdbs.subscribe();
         let mut watch_pause: Option<BoxFuture<'s, ()>> = None;
         let mut watch_delays = pdb::retry_delays();
+        let mut pdb_grace: Option<BoxFuture<'s, ()>> =
+            Some(Box::pin(async move { clock.sleep(PDB_SYNC_GRACE).await }));
         loop {
             if self.is_done() {
                 return;
             }
-            if self.listed {
+            if pdb_grace.is_some() && sh.pdbs.is_settled() {
+                pdb_grace = None;
+            }
+            if self.listed && pdb_grace.is_none() {
                 while let Some(uid) = self.queue.pop_front() {
                     if let Some(eviction) = self.launch(&uid, &mut timers) {
                         inflight.push(eviction);
@@ -189,6 +198,7 @@ impl<'s, 'o> NodeRun<'s, 'o> {
                     }
                 },
                 () = pause(&mut watch_pause), if watch_pause.is_some() => watch_pause = None,
+                () = pause(&mut pdb_grace), if pdb_grace.is_some() => pdb_grace = None,
                 Some((uid, result)) = inflight.next(), if !inflight.is_empty() => {
                     self.on_evicted(&uid, result, &mut timers);
                 }
@@ -606,7 +616,7 @@ impl<'s, 'o> NodeRun<'s, 'o> {
     }
 }
 
-/// Wait for the watch's backoff pause (only polled while there is one).
+/// Wait for a pending pause (only polled while there is one).
 async fn pause(pause: &mut Option<BoxFuture<'_, ()>>) {
     match pause {
         Some(fut) => fut.await,

@@ -53,6 +53,8 @@ struct Entry {
 struct State {
     /// Whether the watch has listed every PDB and is running.
     live: bool,
+    /// Whether the first list ended, either way (listed, or failed).
+    settled: bool,
     /// Set for good when the PDBs cannot be watched at all (e.g. RBAC).
     unavailable: bool,
     by_namespace: HashMap<String, BTreeMap<String, Entry>>,
@@ -102,6 +104,12 @@ impl PdbTracker {
         self.lock().live
     }
 
+    /// Whether the first list of PDBs has ended, listed or failed: evictions start then,
+    /// so the first wave already knows which PDBs allow nothing.
+    pub(crate) fn is_settled(&self) -> bool {
+        self.lock().settled
+    }
+
     /// Keep the view up to date, forever. Transient watch failures are retried with
     /// backoff (the view is not live meanwhile); a permanent one (401/403/404: kbg may not
     /// watch PDBs) leaves the tracker unavailable and the drain falls back to kubectl's
@@ -123,6 +131,7 @@ impl PdbTracker {
                     {
                         let mut state = self.lock();
                         state.live = false;
+                        state.settled = true;
                         state.unavailable = permanent;
                     }
                     self.notify();
@@ -152,6 +161,7 @@ impl PdbTracker {
                     state.by_namespace = relist;
                 }
                 state.live = true;
+                state.settled = true;
             }
             watcher::Event::Apply(pdb) => {
                 if let Some((ns, name, entry)) = entry_of(&pdb) {
@@ -364,7 +374,7 @@ mod tests {
     #[test]
     fn hands_out_as_many_tries_as_the_status_allows() {
         let t = listed(vec![pdb("web", Some("web"), 2, 1, 1)]);
-        assert!(t.is_live());
+        assert!(t.is_live() && t.is_settled());
         assert!(t.try_take(&key("web")));
         assert!(t.try_take(&key("web")));
         assert!(!t.try_take(&key("web")), "a third try would be refused");
@@ -404,7 +414,7 @@ mod tests {
                 .contains("still being processed")
         );
         let not_listed = PdbTracker::new();
-        assert!(!not_listed.is_live());
+        assert!(!not_listed.is_live() && !not_listed.is_settled());
         assert!(not_listed.try_take(&key("stale")));
         assert!(!not_listed.knows(&key("stale")));
     }
