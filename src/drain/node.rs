@@ -58,6 +58,15 @@ enum State {
     Failed(NotMovedReason),
 }
 
+impl Tracked {
+    /// Give back the PDB try this pod holds, if any.
+    fn release(&mut self, sh: &Shared<'_>) {
+        if let Some(key) = self.token.take() {
+            sh.pdbs.release(&key, &self.pod.name);
+        }
+    }
+}
+
 struct Tracked {
     pod: PodRef,
     labels: BTreeMap<String, String>,
@@ -264,9 +273,7 @@ impl<'s, 'o> NodeRun<'s, 'o> {
                 t.terminating = true;
                 if matches!(t.state, State::Queued | State::Parked { .. }) {
                     t.state = State::Terminating;
-                    if let Some(key) = t.token.take() {
-                        self.sh.pdbs.give_back(&key);
-                    }
+                    t.release(self.sh);
                 }
             }
             return;
@@ -322,11 +329,10 @@ impl<'s, 'o> NodeRun<'s, 'o> {
         let was = std::mem::replace(&mut t.state, State::Gone);
         match was {
             State::Gone | State::Blocked(_) | State::Failed(_) => {}
+            // The eviction's answer releases its try.
             State::InFlight => self.sh.observer.pod_gone(&self.node, &t.pod),
             State::Queued | State::Parked { .. } | State::Evicted | State::Terminating => {
-                if let Some(key) = t.token.take() {
-                    self.sh.pdbs.give_back(&key);
-                }
+                t.release(self.sh);
                 self.sh.observer.pod_gone(&self.node, &t.pod);
             }
         }
@@ -349,7 +355,7 @@ impl<'s, 'o> NodeRun<'s, 'o> {
             && sh.pdbs.is_live()
             && let PdbMatch::One(key) = sh.pdbs.matching(&t.pod.namespace, &t.labels)
         {
-            if sh.pdbs.try_take(&key) {
+            if sh.pdbs.try_take(&key, &t.pod.name) {
                 t.token = Some(key);
             } else {
                 self.report.pdb_waits += 1;
@@ -452,18 +458,16 @@ impl<'s, 'o> NodeRun<'s, 'o> {
         }
         for (key, uids) in &mut self.parked {
             while let Some(uid) = uids.front() {
-                let waiting = self.pods.get(uid).is_some_and(|t| {
+                let waiting = self.pods.get_mut(uid).filter(|t| {
                     t.token.is_none()
                         && matches!(&t.state, State::Parked { pdb: Some(k), on_watch: true } if k == key)
                 });
-                if waiting {
-                    if !pdbs.try_take(key) {
+                if let Some(t) = waiting {
+                    if !pdbs.try_take(key, &t.pod.name) {
                         break;
                     }
-                    if let Some(t) = self.pods.get_mut(uid) {
-                        t.token = Some(key.clone());
-                        t.state = State::Queued;
-                    }
+                    t.token = Some(key.clone());
+                    t.state = State::Queued;
                     self.queue.push_back(uid.clone());
                 }
                 uids.pop_front();
@@ -484,12 +488,12 @@ impl<'s, 'o> NodeRun<'s, 'o> {
             return;
         };
         let already_gone = t.state == State::Gone;
-        let token = t.token.take();
-        let give_back = |token: Option<PdbKey>| {
-            if let Some(key) = token {
-                sh.pdbs.give_back(&key);
-            }
-        };
+        let held = t.token.clone();
+        if !matches!(result.outcome, EvictOutcome::Evicted) || !t.ready || already_gone {
+            // No budget spent on it (or, for a pod not Ready, none that the PDB's next
+            // status would name); a gone pod's budget is in the status by now.
+            t.release(sh);
+        }
         match result.outcome {
             EvictOutcome::Evicted => {
                 self.report.pods_evicted += 1;
@@ -500,7 +504,6 @@ impl<'s, 'o> NodeRun<'s, 'o> {
                 }
             }
             EvictOutcome::Gone => {
-                give_back(token);
                 if !already_gone {
                     t.state = State::Gone;
                     sh.observer.pod_gone(&self.node, &t.pod);
@@ -510,7 +513,7 @@ impl<'s, 'o> NodeRun<'s, 'o> {
                 self.report.pdb_retries += 1;
                 let key = pdb
                     .map(|name| (t.pod.namespace.clone(), name))
-                    .or(token)
+                    .or(held)
                     .or_else(|| match sh.pdbs.matching(&t.pod.namespace, &t.labels) {
                         PdbMatch::One(key) => Some(key),
                         _ => None,
@@ -531,7 +534,6 @@ impl<'s, 'o> NodeRun<'s, 'o> {
                 pdb,
                 message,
             } => {
-                give_back(token);
                 self.report.pdb_retries += 1;
                 let name = pdb.unwrap_or_else(|| "unknown".to_string());
                 sh.observer.pdb_blocked(&self.node, &t.pod, &name, &message);
@@ -542,7 +544,6 @@ impl<'s, 'o> NodeRun<'s, 'o> {
                 }
             }
             EvictOutcome::NamespaceTerminating => {
-                give_back(token);
                 // kubectl: a pod already terminating is waited for; otherwise retried
                 // after 5 s until the namespace controller deletes it.
                 if already_gone {
@@ -553,7 +554,6 @@ impl<'s, 'o> NodeRun<'s, 'o> {
                 }
             }
             EvictOutcome::Failed(error) => {
-                give_back(token);
                 let (code, message) = match &error {
                     kube::Error::Api(status) => (status.code, status.message.clone()),
                     other => (0, other.to_string()),
@@ -568,12 +568,15 @@ impl<'s, 'o> NodeRun<'s, 'o> {
     }
 
     fn finish(&mut self, timed_out: bool, cluster_seconds: f64) -> NodeDrainReport {
+        let blocked_at_start = self.blocked_at_start;
         let mut not_moved: Vec<PodProblem> = self
             .pods
             .values()
             .filter_map(|t| {
                 let reason = match &t.state {
                     State::Gone => return None,
+                    // A refused node names what refuses it; its other pods were not touched.
+                    _ if blocked_at_start && !matches!(t.state, State::Blocked(_)) => return None,
                     State::Queued | State::InFlight => NotMovedReason::NotEvicted,
                     State::Parked { pdb, .. } => {
                         let described = pdb.as_ref().and_then(|k| self.sh.pdbs.describe(k));

@@ -3,13 +3,17 @@
 //! kubectl drain learns about a PDB only from the 429 it gets back, and asks again every
 //! 5 s. kbg watches the PDBs instead: a pod whose PDB allows no disruption waits, without
 //! a request, until the PDB's status (`disruptionsAllowed`) says one is possible, and is
-//! evicted at once then. Each status hands out at most `disruptionsAllowed` tries
-//! ("tokens") across all the nodes being drained, so a PDB that allows one disruption
-//! gets one eviction, not a thundering herd of 429s. The API server still decides: a
-//! token only saves requests that would be refused; a 429 after all just parks the pod
+//! evicted at once then.
+//!
+//! Tries are handed out across all the nodes being drained so a PDB that allows one
+//! disruption gets one eviction, not a thundering herd of 429s: a PDB has
+//! `disruptionsAllowed` minus the pods kbg has sent for it that its status does not yet
+//! list in `disruptedPods` (the API server records there every pod it spent budget on,
+//! in the same write that lowers `disruptionsAllowed`). The API server still decides: a
+//! try only saves requests that would be refused; a 429 after all just parks the pod
 //! again.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -45,8 +49,32 @@ struct Entry {
     /// `status.observedGeneration < metadata.generation`: the API server answers 429 with
     /// Retry-After until the disruption controller catches up.
     stale: bool,
-    /// Tries handed out since this status arrived.
-    taken: i32,
+    /// `status.disruptedPods`: pods the API server spent budget on, by name.
+    disrupted: HashSet<String>,
+    /// Pods (by name) kbg has sent, or is sending, for this PDB that `disrupted` does not
+    /// list yet: `allowed` does not account for them.
+    outstanding: HashSet<String>,
+    /// A 429 came after this status: hand out nothing until the next one.
+    refused: bool,
+}
+
+impl Entry {
+    /// Disruptions not yet handed out.
+    fn available(&self) -> i32 {
+        if self.stale || self.refused {
+            0
+        } else {
+            self.allowed
+                .saturating_sub(i32::try_from(self.outstanding.len()).unwrap_or(i32::MAX))
+        }
+    }
+
+    /// Take over what kbg sent under the previous status of the same PDB and this status
+    /// does not account for yet.
+    fn inherit(&mut self, previous: &mut Entry) {
+        self.outstanding = std::mem::take(&mut previous.outstanding);
+        self.outstanding.retain(|pod| !self.disrupted.contains(pod));
+    }
 }
 
 #[derive(Debug, Default)]
@@ -157,19 +185,28 @@ impl PdbTracker {
                 }
             }
             watcher::Event::InitDone => {
-                if let Some(relist) = state.relist.take() {
+                if let Some(mut relist) = state.relist.take() {
+                    for (ns, pdbs) in &mut relist {
+                        for (name, entry) in pdbs.iter_mut() {
+                            if let Some(previous) =
+                                state.by_namespace.get_mut(ns).and_then(|p| p.get_mut(name))
+                            {
+                                entry.inherit(previous);
+                            }
+                        }
+                    }
                     state.by_namespace = relist;
                 }
                 state.live = true;
                 state.settled = true;
             }
             watcher::Event::Apply(pdb) => {
-                if let Some((ns, name, entry)) = entry_of(&pdb) {
-                    state
-                        .by_namespace
-                        .entry(ns)
-                        .or_default()
-                        .insert(name, entry);
+                if let Some((ns, name, mut entry)) = entry_of(&pdb) {
+                    let pdbs = state.by_namespace.entry(ns).or_default();
+                    if let Some(previous) = pdbs.get_mut(&name) {
+                        entry.inherit(previous);
+                    }
+                    pdbs.insert(name, entry);
                 }
                 state.live = true;
             }
@@ -213,10 +250,10 @@ impl PdbTracker {
                 .is_some_and(|p| p.contains_key(&key.1))
     }
 
-    /// Take one try at evicting a pod of this PDB, if its status allows a disruption not
-    /// yet handed out. An unknown PDB (or a view that is not live) always allows a try:
-    /// the API server decides.
-    pub(crate) fn try_take(&self, key: &PdbKey) -> bool {
+    /// Take one try at evicting `pod` (its name) under this PDB, if the PDB's status
+    /// allows a disruption not yet handed out. An unknown PDB (or a view that is not
+    /// live) always allows a try: the API server decides.
+    pub(crate) fn try_take(&self, key: &PdbKey, pod: &str) -> bool {
         let mut state = self.lock();
         if !state.live {
             return true;
@@ -224,17 +261,22 @@ impl PdbTracker {
         let Some(entry) = state.entry_mut(key) else {
             return true;
         };
-        if entry.stale || entry.allowed - entry.taken <= 0 {
+        if entry.outstanding.contains(pod) {
+            return true;
+        }
+        if entry.available() <= 0 {
             return false;
         }
-        entry.taken += 1;
+        entry.outstanding.insert(pod.to_string());
         true
     }
 
-    /// Hand back a try that did not evict (the pod was gone, or the request failed).
-    pub(crate) fn give_back(&self, key: &PdbKey) {
+    /// `pod`'s try is over without the API server spending budget on it (refused,
+    /// failed, gone, or evicted while not Ready), or the pod is gone (whatever was spent
+    /// is in the status by now).
+    pub(crate) fn release(&self, key: &PdbKey, pod: &str) {
         if let Some(entry) = self.lock().entry_mut(key) {
-            entry.taken = (entry.taken - 1).max(0);
+            entry.outstanding.remove(pod);
         }
     }
 
@@ -242,7 +284,7 @@ impl PdbTracker {
     /// status.
     pub(crate) fn refused(&self, key: &PdbKey) {
         if let Some(entry) = self.lock().entry_mut(key) {
-            entry.taken = entry.allowed.max(entry.taken);
+            entry.refused = true;
         }
     }
 
@@ -287,7 +329,12 @@ fn entry_of(pdb: &PodDisruptionBudget) -> Option<(String, String, Entry)> {
             desired_healthy: status.desired_healthy,
             current_healthy: status.current_healthy,
             stale,
-            taken: 0,
+            disrupted: status
+                .disrupted_pods
+                .map(|d| d.into_keys().collect())
+                .unwrap_or_default(),
+            outstanding: HashSet::new(),
+            refused: false,
         },
     ))
 }
@@ -353,6 +400,13 @@ mod tests {
         pdb
     }
 
+    fn with_disrupted(mut pdb: PodDisruptionBudget, pods: &[&str]) -> PodDisruptionBudget {
+        let at = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::UNIX_EPOCH);
+        pdb.status.as_mut().unwrap().disrupted_pods =
+            Some(pods.iter().map(|p| (p.to_string(), at.clone())).collect());
+        pdb
+    }
+
     fn listed(pdbs: Vec<PodDisruptionBudget>) -> PdbTracker {
         let t = PdbTracker::new();
         t.apply(watcher::Event::Init);
@@ -374,36 +428,65 @@ mod tests {
     #[test]
     fn hands_out_as_many_tries_as_the_status_allows() {
         let t = listed(vec![pdb("web", Some("web"), 2, 1, 1)]);
+        let web = key("web");
         assert!(t.is_live() && t.is_settled());
-        assert!(t.try_take(&key("web")));
-        assert!(t.try_take(&key("web")));
-        assert!(!t.try_take(&key("web")), "a third try would be refused");
-        t.give_back(&key("web"));
+        assert!(t.try_take(&web, "a"));
+        assert!(t.try_take(&web, "b"));
+        assert!(t.try_take(&web, "b"), "a pod holding a try keeps it");
+        assert!(!t.try_take(&web, "c"), "a third pod would be refused");
+        t.release(&web, "b");
+        assert!(t.try_take(&web, "c"), "a try released is available again");
+        // a's eviction lands: the server lowers disruptionsAllowed to 1 and lists a. c is
+        // still in flight, so nothing is left to hand out.
+        t.apply(watcher::Event::Apply(with_disrupted(
+            pdb("web", Some("web"), 1, 1, 1),
+            &["a"],
+        )));
         assert!(
-            t.try_take(&key("web")),
-            "a try handed back is available again"
+            !t.try_take(&web, "d"),
+            "c's eviction is not accounted for yet"
         );
-        // A new status resets the count.
-        t.apply(watcher::Event::Apply(pdb("web", Some("web"), 1, 1, 1)));
-        assert!(t.try_take(&key("web")));
-        assert!(!t.try_take(&key("web")));
-        t.apply(watcher::Event::Apply(pdb("web", Some("web"), 1, 1, 1)));
-        t.refused(&key("web"));
+        // c lands too.
+        t.apply(watcher::Event::Apply(with_disrupted(
+            pdb("web", Some("web"), 0, 1, 1),
+            &["a", "c"],
+        )));
+        assert!(!t.try_take(&web, "d"));
+        // A replacement becomes Ready: one more disruption allowed.
+        t.apply(watcher::Event::Apply(with_disrupted(
+            pdb("web", Some("web"), 1, 1, 1),
+            &["a", "c"],
+        )));
+        assert!(t.try_take(&web, "d"));
+        t.release(&web, "d");
+        t.refused(&web);
         assert!(
-            !t.try_take(&key("web")),
+            !t.try_take(&web, "e"),
             "after a 429, wait for the next status"
         );
+        t.apply(watcher::Event::Apply(pdb("web", Some("web"), 1, 1, 1)));
+        assert!(t.try_take(&web, "e"));
+    }
+
+    #[test]
+    fn a_relist_keeps_what_is_in_flight() {
+        let t = listed(vec![pdb("web", Some("web"), 1, 1, 1)]);
+        assert!(t.try_take(&key("web"), "a"));
+        t.apply(watcher::Event::Init);
+        t.apply(watcher::Event::InitApply(pdb("web", Some("web"), 1, 1, 1)));
+        t.apply(watcher::Event::InitDone);
+        assert!(!t.try_take(&key("web"), "b"), "a is still unaccounted for");
     }
 
     #[test]
     fn stale_and_unknown_pdbs() {
         let t = listed(vec![pdb("stale", Some("db"), 3, 2, 1)]);
         assert!(
-            !t.try_take(&key("stale")),
+            !t.try_take(&key("stale"), "a"),
             "a stale PDB is answered with Retry-After"
         );
         assert!(
-            t.try_take(&key("unknown")),
+            t.try_take(&key("unknown"), "a"),
             "the API server decides for a PDB we do not know"
         );
         assert!(!t.knows(&key("unknown")));
@@ -415,7 +498,7 @@ mod tests {
         );
         let not_listed = PdbTracker::new();
         assert!(!not_listed.is_live() && !not_listed.is_settled());
-        assert!(not_listed.try_take(&key("stale")));
+        assert!(not_listed.try_take(&key("stale"), "a"));
         assert!(!not_listed.knows(&key("stale")));
     }
 
@@ -450,7 +533,7 @@ mod tests {
             t.matching("default", &labels("anything")),
             PdbMatch::One(key("all"))
         );
-        assert!(!t.try_take(&key("all")));
+        assert!(!t.try_take(&key("all"), "a"));
         assert!(
             t.describe(&key("all"))
                 .unwrap()

@@ -1,0 +1,514 @@
+//! The drain engine against a simulated cluster (`kbg_sim::SimCluster`) over HTTPS:
+//! real evictions, real PDB refusals, real watches.
+//!
+//! Every test builds its cluster through the Kubernetes API (nodes with the kwok
+//! annotation, Deployments, StatefulSets, PDBs) on a sim running fast, waits on
+//! conditions with generous deadlines, and judges safety by the sim's own books
+//! (`stats().pdb_violations`), not by kbg's.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kbg::clock::Clock;
+use kbg::drain::{
+    DrainError, DrainObserver, DrainOptions, NodeDrainReport, NodeOutcome, NotMovedReason, PodRef,
+    drain_nodes,
+};
+use kbg_sim::{SimCluster, SimConfig};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+
+/// Simulated seconds per wall second in these tests.
+const SPEED: f64 = 50.0;
+/// Wall-clock deadline for any condition a test waits on (a loaded 2-core machine).
+const WAIT: Duration = Duration::from_secs(120);
+
+struct Harness {
+    sim: SimCluster,
+    client: Client,
+}
+
+async fn harness() -> Harness {
+    let sim = SimCluster::start(SimConfig {
+        speed: SPEED,
+        ..SimConfig::default()
+    })
+    .await
+    .expect("the simulated cluster starts");
+    let kubeconfig = kube::config::Kubeconfig::from_yaml(&sim.kubeconfig_yaml()).unwrap();
+    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .unwrap();
+    // The drain is the one retry layer (as kbg's own client is built).
+    config.default_retry = false;
+    let client = Client::try_from(config).unwrap();
+    Harness { sim, client }
+}
+
+fn opts() -> DrainOptions {
+    DrainOptions {
+        clock: Clock::with_speed(SPEED).unwrap(),
+        node_timeout: Some(Duration::from_secs(1800)),
+        ..DrainOptions::default()
+    }
+}
+
+/// Wait (wall clock, bounded by [`WAIT`]) until `check` holds.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+impl Harness {
+    fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), "default")
+    }
+
+    async fn add_nodes(&self, pool: &str, count: usize) -> Vec<String> {
+        let nodes: Api<Node> = Api::all(self.client.clone());
+        let mut names = Vec::new();
+        for i in 1..=count {
+            let name = format!("{pool}-{i}");
+            let node: Node = serde_json::from_value(json!({
+                "metadata": {
+                    "name": name,
+                    "labels": {"kbg.io/pool": pool, "kubernetes.io/hostname": name},
+                    "annotations": {"kwok.x-k8s.io/node": "fake", "sim.kbg.io/boot-seconds": "1"},
+                },
+                "status": {
+                    "capacity": {"cpu": "16", "memory": "64Gi", "pods": "110"},
+                    "allocatable": {"cpu": "16", "memory": "64Gi", "pods": "110"},
+                },
+            }))
+            .unwrap();
+            nodes.create(&PostParams::default(), &node).await.unwrap();
+            names.push(name);
+        }
+        for name in &names {
+            eventually(&format!("node {name} Ready"), || async {
+                let node = nodes.get(name).await.unwrap();
+                node.status
+                    .and_then(|s| s.conditions)
+                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+            })
+            .await;
+        }
+        names
+    }
+
+    async fn cordon(&self, names: &[String]) {
+        let nodes: Api<Node> = Api::all(self.client.clone());
+        for name in names {
+            let patch = json!({"spec": {"unschedulable": true}});
+            nodes
+                .patch(name, &PatchParams::default(), &Patch::Strategic(&patch))
+                .await
+                .unwrap();
+        }
+    }
+
+    fn template(app: &str, startup_seconds: u32) -> serde_json::Value {
+        json!({
+            "metadata": {
+                "labels": {"app": app},
+                "annotations": {
+                    "sim.kbg.io/startup-seconds": startup_seconds.to_string(),
+                    "sim.kbg.io/termination-seconds": "2",
+                },
+            },
+            "spec": {"containers": [{
+                "name": "main",
+                "image": "registry.k8s.io/pause:3.9",
+                "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}},
+            }]},
+        })
+    }
+
+    async fn deployment(&self, app: &str, replicas: i32, startup_seconds: u32) {
+        let d: Deployment = serde_json::from_value(json!({
+            "metadata": {"name": app},
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": {"app": app}},
+                "template": Self::template(app, startup_seconds),
+            },
+        }))
+        .unwrap();
+        self.api::<Deployment>()
+            .create(&PostParams::default(), &d)
+            .await
+            .unwrap();
+    }
+
+    async fn statefulset(&self, app: &str, replicas: i32) {
+        let s: StatefulSet = serde_json::from_value(json!({
+            "metadata": {"name": app},
+            "spec": {
+                "replicas": replicas,
+                "serviceName": app,
+                "selector": {"matchLabels": {"app": app}},
+                "template": Self::template(app, 2),
+            },
+        }))
+        .unwrap();
+        self.api::<StatefulSet>()
+            .create(&PostParams::default(), &s)
+            .await
+            .unwrap();
+    }
+
+    async fn daemonset(&self, app: &str) {
+        let d: DaemonSet = serde_json::from_value(json!({
+            "metadata": {"name": app},
+            "spec": {
+                "selector": {"matchLabels": {"app": app}},
+                "template": Self::template(app, 1),
+            },
+        }))
+        .unwrap();
+        self.api::<DaemonSet>()
+            .create(&PostParams::default(), &d)
+            .await
+            .unwrap();
+    }
+
+    async fn pdb(&self, name: &str, app: &str, rule: serde_json::Value) {
+        let mut spec = json!({"selector": {"matchLabels": {"app": app}}});
+        spec.as_object_mut()
+            .unwrap()
+            .extend(rule.as_object().unwrap().clone());
+        let p: PodDisruptionBudget =
+            serde_json::from_value(json!({"metadata": {"name": name}, "spec": spec})).unwrap();
+        self.api::<PodDisruptionBudget>()
+            .create(&PostParams::default(), &p)
+            .await
+            .unwrap();
+    }
+
+    /// A pod bound to `node` with no controller.
+    async fn bare_pod(&self, name: &str, node: &str) {
+        let p: Pod = serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": {"app": name}},
+            "spec": {
+                "nodeName": node,
+                "containers": [{"name": "main", "image": "registry.k8s.io/pause:3.9"}],
+            },
+        }))
+        .unwrap();
+        self.api::<Pod>()
+            .create(&PostParams::default(), &p)
+            .await
+            .unwrap();
+    }
+
+    async fn pods_on(&self, node: &str) -> Vec<Pod> {
+        let pods: Api<Pod> = Api::all(self.client.clone());
+        pods.list(&ListParams::default().fields(&format!("spec.nodeName={node}")))
+            .await
+            .unwrap()
+            .items
+    }
+
+    async fn all_pods(&self) -> Vec<Pod> {
+        self.api::<Pod>()
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+    }
+
+    async fn wait_deployment_ready(&self, name: &str, replicas: i32) {
+        let api = self.api::<Deployment>();
+        eventually(
+            &format!("Deployment {name} at {replicas} Ready"),
+            || async {
+                let d = api.get(name).await.unwrap();
+                d.status.and_then(|s| s.ready_replicas).unwrap_or(0) == replicas
+            },
+        )
+        .await;
+    }
+
+    async fn wait_statefulset_ready(&self, name: &str, replicas: i32) {
+        let api = self.api::<StatefulSet>();
+        eventually(
+            &format!("StatefulSet {name} at {replicas} Ready"),
+            || async {
+                let s = api.get(name).await.unwrap();
+                s.status.and_then(|s| s.ready_replicas).unwrap_or(0) == replicas
+            },
+        )
+        .await;
+    }
+
+    /// Wait until the PDB's status is computed and allows what a healthy workload allows.
+    async fn wait_pdb_allows(&self, name: &str, allowed: i32) {
+        let api = self.api::<PodDisruptionBudget>();
+        eventually(&format!("PDB {name} allowing {allowed}"), || async {
+            let p = api.get(name).await.unwrap();
+            p.status.is_some_and(|s| s.disruptions_allowed == allowed)
+        })
+        .await;
+    }
+}
+
+/// Records what the observer is told.
+#[derive(Default)]
+struct Recorder {
+    evicted: Mutex<Vec<PodRef>>,
+    gone: Mutex<Vec<PodRef>>,
+    pdb_blocked: Mutex<Vec<(PodRef, String)>>,
+    nodes: Mutex<Vec<NodeDrainReport>>,
+}
+
+impl DrainObserver for Recorder {
+    fn pod_evicted(&self, _node: &str, pod: &PodRef) {
+        self.evicted.lock().unwrap().push(pod.clone());
+    }
+    fn pod_gone(&self, _node: &str, pod: &PodRef) {
+        self.gone.lock().unwrap().push(pod.clone());
+    }
+    fn pdb_blocked(&self, _node: &str, pod: &PodRef, pdb: &str, _message: &str) {
+        self.pdb_blocked
+            .lock()
+            .unwrap()
+            .push((pod.clone(), pdb.to_string()));
+    }
+    fn node_drained(&self, _node: &str, report: &NodeDrainReport) {
+        self.nodes.lock().unwrap().push(report.clone());
+    }
+}
+
+fn is_daemonset_pod(pod: &Pod) -> bool {
+    pod.owner_references().iter().any(|o| o.kind == "DaemonSet")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_moves_every_movable_pod_and_leaves_daemonset_pods() {
+    let h = harness().await;
+    let alpha = h.add_nodes("alpha", 2).await;
+    h.deployment("web", 6, 3).await;
+    h.statefulset("db", 2).await;
+    h.daemonset("proxy").await;
+    h.wait_deployment_ready("web", 6).await;
+    h.wait_statefulset_ready("db", 2).await;
+    let before: BTreeMap<String, String> = h
+        .all_pods()
+        .await
+        .iter()
+        .filter(|p| !is_daemonset_pod(p))
+        .map(|p| (p.name_any(), p.uid().unwrap()))
+        .collect();
+    assert_eq!(before.len(), 8);
+
+    let beta = h.add_nodes("beta", 2).await;
+    h.cordon(&alpha).await;
+    let recorder = Recorder::default();
+    let report = drain_nodes(&h.client, &alpha, &opts(), &recorder)
+        .await
+        .expect("the drain finishes");
+
+    assert_eq!(report.pods_evicted, 8, "{report:#?}");
+    assert_eq!(report.pods_not_moved, 0);
+    assert!(
+        report
+            .nodes
+            .iter()
+            .all(|n| n.outcome == NodeOutcome::Drained)
+    );
+    assert_eq!(recorder.evicted.lock().unwrap().len(), 8);
+    assert_eq!(recorder.gone.lock().unwrap().len(), 8);
+    assert_eq!(recorder.nodes.lock().unwrap().len(), 2);
+    for node in &alpha {
+        let left = h.pods_on(node).await;
+        assert!(
+            left.iter().all(is_daemonset_pod),
+            "{node} still has {:?}",
+            left.iter().map(ResourceExt::name_any).collect::<Vec<_>>()
+        );
+        // proxy's pod and the control plane's kube-proxy stay.
+        assert_eq!(left.len(), 2, "the DaemonSet pods stay on {node}");
+    }
+    h.wait_deployment_ready("web", 6).await;
+    h.wait_statefulset_ready("db", 2).await;
+    for pod in h.all_pods().await.iter().filter(|p| !is_daemonset_pod(p)) {
+        let node = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.clone())
+            .unwrap_or_default();
+        assert!(beta.contains(&node), "{} runs on {node}", pod.name_any());
+        // StatefulSet pods come back with the same name and a new UID.
+        if let Some(old) = before.get(&pod.name_any()) {
+            assert_ne!(
+                Some(old),
+                pod.uid().as_ref(),
+                "{} kept its UID",
+                pod.name_any()
+            );
+        }
+    }
+    assert_eq!(h.sim.stats().pdb_violations, 0);
+
+    // Idempotent: a second run finds nothing to do.
+    let again = drain_nodes(&h.client, &alpha, &opts(), &Recorder::default())
+        .await
+        .unwrap();
+    assert_eq!(again.pods_evicted, 0);
+    h.sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pdb_max_unavailable_one_is_never_violated() {
+    let h = harness().await;
+    let alpha = h.add_nodes("alpha", 3).await;
+    h.deployment("web", 3, 10).await;
+    h.pdb("web", "web", json!({"maxUnavailable": 1})).await;
+    h.deployment("api", 6, 5).await;
+    h.pdb("api", "api", json!({"minAvailable": 4})).await;
+    h.wait_deployment_ready("web", 3).await;
+    h.wait_deployment_ready("api", 6).await;
+    h.wait_pdb_allows("web", 1).await;
+    h.wait_pdb_allows("api", 2).await;
+    h.add_nodes("beta", 2).await;
+    h.cordon(&alpha).await;
+
+    let recorder = Recorder::default();
+    let audit_before = h.sim.audit().len();
+    let report = drain_nodes(&h.client, &alpha, &opts(), &recorder)
+        .await
+        .expect("the drain finishes");
+    let requests = h.sim.audit().len() - audit_before;
+
+    assert_eq!(report.pods_evicted, 9);
+    let stats = h.sim.stats();
+    assert_eq!(stats.pdb_violations, 0, "{stats:#?}");
+    let waits: u32 = report.nodes.iter().map(|n| n.pdb_waits).sum();
+    assert!(
+        report.pdb_retries + waits > 0,
+        "the PDBs must have held some pods back: {report:#?}"
+    );
+    let blocked = recorder.pdb_blocked.lock().unwrap().clone();
+    assert!(
+        blocked.iter().all(|(_, pdb)| pdb == "web" || pdb == "api"),
+        "{blocked:?}"
+    );
+    h.wait_deployment_ready("web", 3).await;
+    h.wait_deployment_ready("api", 6).await;
+    let per_pod = requests as f64 / report.pods_evicted as f64;
+    println!(
+        "requests per evicted pod: {per_pod:.2} ({requests} requests, {} evicted, {} PDB 429s, {waits} PDB waits, {} cluster s)",
+        report.pods_evicted, report.pdb_retries, report.cluster_seconds
+    );
+    assert!(per_pod <= 4.0, "{per_pod} requests per evicted pod");
+    h.sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pdb_allowing_nothing_times_the_node_out_naming_pod_and_pdb() {
+    let h = harness().await;
+    let alpha = h.add_nodes("alpha", 1).await;
+    h.deployment("db", 2, 1).await;
+    h.pdb("db", "db", json!({"minAvailable": 2})).await;
+    h.deployment("web", 2, 1).await;
+    h.wait_deployment_ready("db", 2).await;
+    h.wait_deployment_ready("web", 2).await;
+    h.wait_pdb_allows("db", 0).await;
+    h.add_nodes("beta", 1).await;
+    h.cordon(&alpha).await;
+
+    let options = DrainOptions {
+        node_timeout: Some(Duration::from_secs(120)),
+        ..opts()
+    };
+    let err = drain_nodes(&h.client, &alpha, &options, &Recorder::default())
+        .await
+        .expect_err("the PDB allows nothing");
+    let DrainError::NotDrained { report, .. } = &err else {
+        panic!("{err}");
+    };
+    let node = &report.nodes[0];
+    assert_eq!(node.outcome, NodeOutcome::TimedOut);
+    assert_eq!(node.pods_evicted, 2, "the web pods moved: {node:#?}");
+    assert_eq!(node.not_moved.len(), 2, "{node:#?}");
+    for problem in &node.not_moved {
+        assert!(problem.pod.name.starts_with("db-"), "{problem}");
+        match &problem.reason {
+            NotMovedReason::PdbBlocked { pdb, message } => {
+                assert_eq!(pdb, "db");
+                assert!(message.contains("needs 2 healthy"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    let text = err.to_string();
+    assert!(text.contains("node alpha-1 timed out"), "{text}");
+    assert!(text.contains("PodDisruptionBudget db"), "{text}");
+    assert!(node.cluster_seconds >= 120.0, "{}", node.cluster_seconds);
+    assert_eq!(h.sim.stats().pdb_violations, 0);
+    h.sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreplicated_pod_blocks_its_node_unless_forced() {
+    let h = harness().await;
+    let alpha = h.add_nodes("alpha", 2).await;
+    h.deployment("web", 4, 1).await;
+    h.wait_deployment_ready("web", 4).await;
+    h.bare_pod("solo", &alpha[0]).await;
+    h.add_nodes("beta", 1).await;
+    h.cordon(&alpha).await;
+
+    let err = drain_nodes(&h.client, &alpha, &opts(), &Recorder::default())
+        .await
+        .expect_err("solo has no controller");
+    let report = err.report().unwrap();
+    let first = &report.nodes[0];
+    assert_eq!(first.outcome, NodeOutcome::Blocked);
+    assert_eq!(
+        first.pods_evicted, 0,
+        "nothing is evicted on a refused node"
+    );
+    assert_eq!(first.not_moved.len(), 1);
+    assert_eq!(first.not_moved[0].pod.name, "solo");
+    assert!(err.to_string().contains("use --force"), "{err}");
+    assert_eq!(
+        report.nodes[1].outcome,
+        NodeOutcome::Drained,
+        "the other node goes on"
+    );
+
+    let forced = DrainOptions {
+        force: true,
+        ..opts()
+    };
+    let report = drain_nodes(&h.client, &alpha, &forced, &Recorder::default())
+        .await
+        .expect("--force evicts it");
+    assert!(report.pods_evicted >= 1);
+    let left = h.pods_on(&alpha[0]).await;
+    assert!(
+        left.iter().all(is_daemonset_pod),
+        "only kube-proxy stays: {left:?}"
+    );
+    h.sim.shutdown().await;
+}
