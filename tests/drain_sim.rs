@@ -18,13 +18,20 @@ use kbg::drain::{
     DrainError, DrainObserver, DrainOptions, NodeDrainReport, NodeOutcome, NotMovedReason, PodRef,
     drain_nodes,
 };
-use kbg_sim::{SimCluster, SimConfig};
+use kbg_sim::{AuditEntry, Faults, SimCluster, SimConfig};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
-/// Simulated seconds per wall second in these tests.
-const SPEED: f64 = 50.0;
+/// Simulated seconds per wall second in these tests (`KBG_TEST_SPEED` overrides it).
+const DEFAULT_SPEED: f64 = 20.0;
+
+fn speed() -> f64 {
+    std::env::var("KBG_TEST_SPEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(DEFAULT_SPEED)
+}
 /// Wall-clock deadline for any condition a test waits on (a loaded 2-core machine).
 const WAIT: Duration = Duration::from_secs(120);
 
@@ -35,7 +42,7 @@ struct Harness {
 
 async fn harness() -> Harness {
     let sim = SimCluster::start(SimConfig {
-        speed: SPEED,
+        speed: speed(),
         ..SimConfig::default()
     })
     .await
@@ -52,7 +59,7 @@ async fn harness() -> Harness {
 
 fn opts() -> DrainOptions {
     DrainOptions {
-        clock: Clock::with_speed(SPEED).unwrap(),
+        clock: Clock::with_speed(speed()).unwrap(),
         node_timeout: Some(Duration::from_secs(1800)),
         ..DrainOptions::default()
     }
@@ -144,12 +151,17 @@ impl Harness {
     }
 
     async fn deployment(&self, app: &str, replicas: i32, startup_seconds: u32) {
+        self.deployment_of(app, replicas, Self::template(app, startup_seconds))
+            .await;
+    }
+
+    async fn deployment_of(&self, app: &str, replicas: i32, template: serde_json::Value) {
         let d: Deployment = serde_json::from_value(json!({
             "metadata": {"name": app},
             "spec": {
                 "replicas": replicas,
                 "selector": {"matchLabels": {"app": app}},
-                "template": Self::template(app, startup_seconds),
+                "template": template,
             },
         }))
         .unwrap();
@@ -510,5 +522,222 @@ async fn an_unreplicated_pod_blocks_its_node_unless_forced() {
         left.iter().all(is_daemonset_pod),
         "only kube-proxy stays: {left:?}"
     );
+    h.sim.shutdown().await;
+}
+
+/// Requests in `audit` by kind, for the figures printed.
+fn breakdown(audit: &[AuditEntry]) -> BTreeMap<String, usize> {
+    let mut kinds = BTreeMap::new();
+    for entry in audit {
+        let kind = if entry.subresource.is_empty() {
+            format!("{} {}", entry.verb, entry.resource)
+        } else {
+            format!("{} {}/{}", entry.verb, entry.resource, entry.subresource)
+        };
+        *kinds.entry(kind).or_insert(0) += 1;
+    }
+    kinds
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_per_evicted_pod_at_25_pods_per_node() {
+    let h = harness().await;
+    let alpha = h.add_nodes("alpha", 8).await;
+    h.deployment("big", 60, 3).await;
+    h.pdb("big", "big", json!({"maxUnavailable": "10%"})).await;
+    h.deployment("quorum", 60, 3).await;
+    h.pdb("quorum", "quorum", json!({"minAvailable": "90%"}))
+        .await;
+    h.deployment("single", 30, 3).await;
+    h.pdb("single", "single", json!({"maxUnavailable": 1}))
+        .await;
+    h.deployment("free", 40, 3).await;
+    h.statefulset("db", 10).await;
+    h.pdb("db", "db", json!({"maxUnavailable": 1})).await;
+    for (name, replicas) in [("big", 60), ("quorum", 60), ("single", 30), ("free", 40)] {
+        h.wait_deployment_ready(name, replicas).await;
+    }
+    h.wait_statefulset_ready("db", 10).await;
+    h.wait_pdb_allows("single", 1).await;
+    h.add_nodes("beta", 4).await;
+    h.cordon(&alpha).await;
+
+    let before = h.sim.audit().len();
+    let report = drain_nodes(&h.client, &alpha, &opts(), &Recorder::default())
+        .await
+        .expect("the drain finishes");
+    let audit = h.sim.audit();
+    let ours = &audit[before..];
+    assert_eq!(report.pods_evicted, 200);
+    let per_pod = ours.len() as f64 / report.pods_evicted as f64;
+    let waits: u32 = report.nodes.iter().map(|n| n.pdb_waits).sum();
+    println!(
+        "requests per evicted pod: {per_pod:.3} ({} requests for {} pods on {} nodes; {} PDB 429s, {waits} PDB waits, {} transient retries, {:.0} cluster s)",
+        ours.len(),
+        report.pods_evicted,
+        alpha.len(),
+        report.pdb_retries,
+        report.transient_retries,
+        report.cluster_seconds,
+    );
+    println!("requests by kind: {:?}", breakdown(ours));
+    if std::env::var("KBG_TEST_TRACE_EVICTIONS").is_ok() {
+        for e in ours.iter().filter(|e| e.subresource == "eviction") {
+            println!("EVICT {} {} {} {}", e.time, e.wall_ms, e.name, e.code);
+        }
+    }
+    assert!(per_pod <= 3.0, "{per_pod} requests per evicted pod");
+    assert_eq!(h.sim.stats().pdb_violations, 0);
+    h.sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_faults_do_not_stop_the_drain_or_break_a_pdb() {
+    let h = harness().await;
+    let alpha = h.add_nodes("alpha", 3).await;
+    h.deployment("web", 12, 3).await;
+    h.pdb("web", "web", json!({"maxUnavailable": 2})).await;
+    h.deployment("api", 9, 2).await;
+    h.pdb("api", "api", json!({"minAvailable": 7})).await;
+    h.statefulset("db", 3).await;
+    h.wait_deployment_ready("web", 12).await;
+    h.wait_deployment_ready("api", 9).await;
+    h.wait_statefulset_ready("db", 3).await;
+    h.wait_pdb_allows("web", 2).await;
+    h.add_nodes("beta", 2).await;
+    h.cordon(&alpha).await;
+
+    // Issue 8's rates: 10 % 500, 5 % 429 with Retry-After, 5 % dropped connections.
+    let seed = std::env::var("KBG_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(8);
+    println!("faults seed {seed} (set KBG_TEST_SEED to replay)");
+    h.sim.set_faults(Faults {
+        error_500: 0.10,
+        error_429: 0.05,
+        drop: 0.05,
+        seed,
+        ..Faults::default()
+    });
+    let result = drain_nodes(&h.client, &alpha, &opts(), &Recorder::default()).await;
+    h.sim.set_faults(Faults::default());
+    let report = result.unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+    assert_eq!(report.pods_evicted, 24, "seed {seed}: {report:#?}");
+    assert!(
+        report.transient_retries > 0,
+        "seed {seed}: no fault was met"
+    );
+    println!(
+        "with faults: {} transient retries, {} PDB 429s",
+        report.transient_retries, report.pdb_retries
+    );
+    assert_eq!(h.sim.stats().pdb_violations, 0, "seed {seed}");
+    for node in &alpha {
+        assert!(h.pods_on(node).await.iter().all(is_daemonset_pod));
+    }
+    h.wait_deployment_ready("web", 12).await;
+    h.wait_deployment_ready("api", 9).await;
+    h.wait_statefulset_ready("db", 3).await;
+    h.sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_pdb_watch_refused_pods_are_retried_like_kubectl() {
+    let h = harness().await;
+    let alpha = h.add_nodes("alpha", 2).await;
+    h.deployment("web", 4, 3).await;
+    h.wait_deployment_ready("web", 4).await;
+    h.add_nodes("beta", 2).await;
+    h.cordon(&alpha).await;
+    // kbg may not read PDBs (every list/watch of them fails), and the disruption
+    // controller lags: the new PDB stays unobserved, so the API server answers 429 with
+    // Retry-After until the controller runs again.
+    let no_pdb_reads = Faults {
+        error_500: 1.0,
+        verbs: vec!["list".into(), "watch".into()],
+        resources: vec!["poddisruptionbudgets".into()],
+        ..Faults::default()
+    };
+    h.sim.set_faults(Faults {
+        disruption_controller_stopped: true,
+        ..no_pdb_reads.clone()
+    });
+    h.pdb("web", "web", json!({"maxUnavailable": 1})).await;
+    let resume = async {
+        // Let the refusals come for a while (cluster time), then let the controller run.
+        tokio::time::sleep(Duration::from_secs_f64(30.0 / speed())).await;
+        h.sim.set_faults(no_pdb_reads.clone());
+    };
+    let recorder = Recorder::default();
+    let options = opts();
+    let (result, ()) = tokio::join!(drain_nodes(&h.client, &alpha, &options, &recorder), resume);
+    h.sim.set_faults(Faults::default());
+    let report = result.expect("the drain finishes");
+    assert_eq!(report.pods_evicted, 4);
+    assert!(report.pdb_retries > 0, "{report:#?}");
+    assert!(
+        report.nodes.iter().all(|n| n.pdb_waits == 0),
+        "no PDB view, no waits on it"
+    );
+    assert!(!recorder.pdb_blocked.lock().unwrap().is_empty());
+    let stats = h.sim.stats();
+    assert!(stats.evictions_refused > 0);
+    assert_eq!(stats.pdb_violations, 0, "{stats:#?}");
+    println!(
+        "without a PDB watch: {} PDB 429s for {} pods",
+        report.pdb_retries, report.pods_evicted
+    );
+    h.sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grace_period_overrides_the_pods_own() {
+    let h = harness().await;
+    let alpha = h.add_nodes("alpha", 1).await;
+    let slow = |app: &str| {
+        let mut template = Harness::template(app, 1);
+        template["metadata"]["annotations"]["sim.kbg.io/full-grace"] = json!("true");
+        template["spec"]["terminationGracePeriodSeconds"] = json!(3000);
+        template
+    };
+    h.deployment_of("slow", 2, slow("slow")).await;
+    h.deployment_of("quick", 2, slow("quick")).await;
+    h.wait_deployment_ready("slow", 2).await;
+    h.wait_deployment_ready("quick", 2).await;
+    h.add_nodes("beta", 1).await;
+    h.cordon(&alpha).await;
+
+    // The pods' own grace period: still terminating at the deadline.
+    let own_grace = DrainOptions {
+        pod_selector: Some("app=slow".into()),
+        node_timeout: Some(Duration::from_secs(60)),
+        ..opts()
+    };
+    let err = drain_nodes(&h.client, &alpha, &own_grace, &Recorder::default())
+        .await
+        .expect_err("3000 s of grace outlast a 60 s deadline");
+    let node = &err.report().unwrap().nodes[0];
+    assert_eq!(node.outcome, NodeOutcome::TimedOut);
+    assert_eq!(node.pods_evicted, 2);
+    assert_eq!(node.not_moved.len(), 2);
+    assert!(
+        node.not_moved
+            .iter()
+            .all(|p| p.reason == NotMovedReason::Terminating),
+        "{node:#?}"
+    );
+
+    // --grace-period 1: the same kind of pod is gone at once.
+    let short_grace = DrainOptions {
+        pod_selector: Some("app=quick".into()),
+        grace_period: Some(1),
+        node_timeout: Some(Duration::from_secs(60)),
+        ..opts()
+    };
+    let report = drain_nodes(&h.client, &alpha, &short_grace, &Recorder::default())
+        .await
+        .expect("a 1 s grace period ends well within the deadline");
+    assert_eq!(report.pods_evicted, 2);
     h.sim.shutdown().await;
 }

@@ -212,7 +212,7 @@ impl<'s, 'o> NodeRun<'s, 'o> {
                     self.on_evicted(&uid, result, &mut timers);
                 }
                 Some((uid, seq)) = timers.next(), if !timers.is_empty() => self.on_timer(&uid, seq),
-                Ok(()) = pdb_changes.changed() => self.wake_parked(),
+                Ok(()) = pdb_changes.changed() => self.wake_parked(&mut timers),
             }
         }
     }
@@ -411,7 +411,7 @@ impl<'s, 'o> NodeRun<'s, 'o> {
             pdb: pdb.clone(),
             on_watch,
         };
-        if let (true, Some(key)) = (on_watch, pdb) {
+        if let Some(key) = pdb {
             self.parked
                 .entry(key)
                 .or_default()
@@ -438,29 +438,36 @@ impl<'s, 'o> NodeRun<'s, 'o> {
     }
 
     /// A PDB's status (or the PDB watch's health) changed: wake the parked pods it now
-    /// allows, as many as it allows.
-    fn wake_parked(&mut self) {
+    /// allows, as many as it allows — those waiting on the watch, and those waiting on a
+    /// timer (a Retry-After, a PDB not seen before) whose PDB the watch now shows.
+    fn wake_parked(&mut self, timers: &mut FuturesUnordered<BoxFuture<'s, (String, u32)>>) {
         let pdbs = &self.sh.pdbs;
         if !pdbs.is_live() {
-            // No view to wait on: every pod parked on it falls back to being tried.
-            for (_, uids) in self.parked.drain() {
-                for uid in uids {
-                    if let Some(t) = self.pods.get_mut(&uid)
-                        && matches!(t.state, State::Parked { on_watch: true, .. })
-                    {
-                        t.state = State::Queued;
-                        t.force_attempt = true;
-                        self.queue.push_back(uid);
-                    }
-                }
+            // The view is gone: pods waiting on it are tried after the retry interval.
+            let waiting: Vec<(String, PdbKey)> = self
+                .parked
+                .drain()
+                .flat_map(|(key, uids)| uids.into_iter().map(move |uid| (uid, key.clone())))
+                .filter(|(uid, _)| {
+                    self.pods
+                        .get(uid)
+                        .is_some_and(|t| matches!(t.state, State::Parked { on_watch: true, .. }))
+                })
+                .collect();
+            for (uid, key) in waiting {
+                let interval = self.sh.opts.eviction_retry_interval;
+                self.park(&uid, Some(key), Some(interval), timers);
             }
             return;
         }
         for (key, uids) in &mut self.parked {
+            if !pdbs.knows(key) {
+                continue;
+            }
             while let Some(uid) = uids.front() {
                 let waiting = self.pods.get_mut(uid).filter(|t| {
                     t.token.is_none()
-                        && matches!(&t.state, State::Parked { pdb: Some(k), on_watch: true } if k == key)
+                        && matches!(&t.state, State::Parked { pdb: Some(k), .. } if k == key)
                 });
                 if let Some(t) = waiting {
                     if !pdbs.try_take(key, &t.pod.name) {

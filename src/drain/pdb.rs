@@ -106,6 +106,10 @@ pub(crate) struct PdbTracker {
 const WATCH_RETRY_MIN: Duration = Duration::from_millis(200);
 const WATCH_RETRY_MAX: Duration = Duration::from_secs(30);
 
+/// A PDB watch failing for this long (cluster time) no longer counts as a view: pods
+/// waiting on it fall back to the retry interval.
+pub(crate) const WATCH_STALE_AFTER: Duration = Duration::from_secs(60);
+
 impl PdbTracker {
     pub(crate) fn new() -> Self {
         PdbTracker {
@@ -139,30 +143,37 @@ impl PdbTracker {
     }
 
     /// Keep the view up to date, forever. Transient watch failures are retried with
-    /// backoff (the view is not live meanwhile); a permanent one (401/403/404: kbg may not
-    /// watch PDBs) leaves the tracker unavailable and the drain falls back to kubectl's
-    /// retry interval.
+    /// backoff; the watch resumes from the last resourceVersion it saw, so the view stays
+    /// good meanwhile, unless the failures last [`WATCH_STALE_AFTER`]. A permanent
+    /// failure (401/403/404: kbg may not watch PDBs), or a stale view, leaves the drain
+    /// with kubectl's retry interval.
     pub(crate) async fn run(&self, client: kube::Client, clock: Clock) {
         let api: Api<PodDisruptionBudget> = Api::all(client);
         let stream = watcher(api, watcher::Config::default());
         futures::pin_mut!(stream);
         let mut delays = retry_delays();
+        let mut failing_since = None;
         while let Some(event) = stream.next().await {
             match event {
                 Ok(event) => {
                     delays = retry_delays();
+                    failing_since = None;
                     self.apply(event);
                 }
                 Err(error) => {
                     let permanent = is_permanent(&error);
-                    tracing::debug!(%error, permanent, "PodDisruptionBudget watch failed");
-                    {
-                        let mut state = self.lock();
-                        state.live = false;
-                        state.settled = true;
-                        state.unavailable = permanent;
+                    let since = *failing_since.get_or_insert_with(|| clock.now());
+                    let stale = permanent || clock.elapsed(since) >= WATCH_STALE_AFTER;
+                    tracing::debug!(%error, permanent, stale, "PodDisruptionBudget watch failed");
+                    if stale {
+                        {
+                            let mut state = self.lock();
+                            state.live = false;
+                            state.settled = true;
+                            state.unavailable = permanent;
+                        }
+                        self.notify();
                     }
-                    self.notify();
                     if permanent {
                         break;
                     }
