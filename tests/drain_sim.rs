@@ -741,3 +741,137 @@ async fn grace_period_overrides_the_pods_own() {
     assert_eq!(report.pods_evicted, 2);
     h.sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preflight_names_every_blocker_and_writes_nothing() {
+    use kbg::preflight::{Allowances, BlockerKind, preflight};
+    let h = harness().await;
+    let alpha = h.add_nodes("alpha", 2).await;
+    h.deployment("web", 4, 1).await;
+    h.pdb("web", "web", json!({"maxUnavailable": 1})).await;
+    h.deployment("db", 2, 1).await;
+    h.pdb("db", "db", json!({"minAvailable": 2})).await;
+    let mut scratch = Harness::template("scratch", 1);
+    scratch["spec"]["volumes"] = json!([{"name": "tmp", "emptyDir": {}}]);
+    h.deployment_of("scratch", 1, scratch).await;
+    h.daemonset("proxy").await;
+    h.wait_deployment_ready("web", 4).await;
+    h.wait_deployment_ready("db", 2).await;
+    h.wait_deployment_ready("scratch", 1).await;
+    h.wait_pdb_allows("db", 0).await;
+    h.bare_pod("solo", &alpha[0]).await;
+    let beta = h.add_nodes("beta", 2).await;
+    h.cordon(&beta[1..]).await;
+
+    let nodes: Api<Node> = Api::all(h.client.clone());
+    let mut source = Vec::new();
+    for name in &alpha {
+        source.push(nodes.get(name).await.unwrap());
+    }
+    let mut target = Vec::new();
+    for name in &beta {
+        target.push(nodes.get(name).await.unwrap());
+    }
+    let before = h.sim.audit().len();
+    let report = preflight(&h.client, &source, &target, &opts())
+        .await
+        .expect("preflight reads the cluster");
+    let audit = h.sim.audit();
+    let ours = &audit[before..];
+    let writes: Vec<&AuditEntry> = ours
+        .iter()
+        .filter(|e| !matches!(e.verb.as_str(), "get" | "list" | "watch"))
+        .collect();
+    assert!(writes.is_empty(), "preflight wrote: {writes:?}");
+    println!(
+        "preflight: {} requests for {} source and {} target nodes",
+        ours.len(),
+        source.len(),
+        target.len()
+    );
+
+    let kinds = |allow: &Allowances| -> Vec<(BlockerKind, String)> {
+        report
+            .blockers(allow)
+            .into_iter()
+            .map(|b| (b.kind, b.object))
+            .collect()
+    };
+    let strict = kinds(&Allowances::default());
+    assert_eq!(
+        strict,
+        vec![
+            (BlockerKind::NoController, "pod default/solo".to_string()),
+            (BlockerKind::EmptyDir, strict[1].1.clone()),
+            (
+                BlockerKind::PdbNeverAllows,
+                "PodDisruptionBudget default/db".to_string()
+            ),
+            (BlockerKind::TargetUnschedulable, "node beta-2".to_string()),
+        ],
+        "{report:#?}"
+    );
+    assert!(
+        strict[1].1.starts_with("pod default/scratch-"),
+        "{strict:?}"
+    );
+    let allowed = kinds(&Allowances {
+        force: true,
+        delete_emptydir_data: true,
+    });
+    assert_eq!(
+        allowed.iter().map(|(k, _)| *k).collect::<Vec<_>>(),
+        vec![
+            BlockerKind::PdbNeverAllows,
+            BlockerKind::TargetUnschedulable
+        ]
+    );
+    // 4 web + 2 db + scratch + solo must move; DaemonSet pods stay.
+    assert_eq!(report.to_move.pods, 8, "{report:#?}");
+    assert_eq!(report.pods_to_evict(), 6);
+    let web = report.pdbs.iter().find(|p| p.name == "web").unwrap();
+    assert_eq!((web.disruptions_allowed, web.pods_to_move), (1, 4));
+    assert_eq!(report.target_nodes.len(), 2);
+    assert!(report.target_free.pods > 0);
+    for line in report.blockers(&Allowances::default()) {
+        println!("blocker: {line}");
+    }
+    h.sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_concurrent_evictions_bounds_the_requests_in_flight() {
+    let h = harness().await;
+    let alpha = h.add_nodes("alpha", 2).await;
+    h.deployment("web", 16, 1).await;
+    h.wait_deployment_ready("web", 16).await;
+    h.add_nodes("beta", 1).await;
+    h.cordon(&alpha).await;
+    let one_at_a_time = DrainOptions {
+        max_concurrent_evictions: 1,
+        ..opts()
+    };
+    let before = h.sim.audit().len();
+    let report = drain_nodes(&h.client, &alpha, &one_at_a_time, &Recorder::default())
+        .await
+        .unwrap();
+    assert_eq!(report.pods_evicted, 16);
+    let audit = h.sim.audit();
+    let evictions: Vec<&AuditEntry> = audit[before..]
+        .iter()
+        .filter(|e| e.subresource == "eviction")
+        .collect();
+    assert_eq!(evictions.len(), 16);
+    // One at a time: each eviction arrives after the previous one was answered (the
+    // audit's arrival time has millisecond resolution).
+    for pair in evictions.windows(2) {
+        let answered_us = pair[0].wall_ms * 1000 + pair[0].latency_us;
+        assert!(
+            pair[1].wall_ms * 1000 + 1000 >= answered_us,
+            "{} arrived before {} was answered",
+            pair[1].name,
+            pair[0].name
+        );
+    }
+    h.sim.shutdown().await;
+}
