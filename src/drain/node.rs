@@ -58,15 +58,6 @@ enum State {
     Failed(NotMovedReason),
 }
 
-impl Tracked {
-    /// Give back the PDB try this pod holds, if any.
-    fn release(&mut self, sh: &Shared<'_>) {
-        if let Some(key) = self.token.take() {
-            sh.pdbs.release(&key, &self.pod.name);
-        }
-    }
-}
-
 struct Tracked {
     pod: PodRef,
     labels: BTreeMap<String, String>,
@@ -82,6 +73,15 @@ struct Tracked {
     force_attempt: bool,
     /// The last thing a PDB said about this pod: (PDB name, message).
     last_pdb: Option<(String, String)>,
+}
+
+impl Tracked {
+    /// Give back the PDB try this pod holds, if any.
+    fn release(&mut self, sh: &Shared<'_>) {
+        if let Some(key) = self.token.take() {
+            sh.pdbs.release(&key, &self.pod.name);
+        }
+    }
 }
 
 /// Drain one node until every pod that must move is gone, or `node_timeout` passes.
@@ -575,6 +575,15 @@ impl<'s, 'o> NodeRun<'s, 'o> {
     }
 
     fn finish(&mut self, timed_out: bool, cluster_seconds: f64) -> NodeDrainReport {
+        // Tries held by evictions cut off at the deadline go back, so the other nodes
+        // draining under the same PDBs do not wait for them. (An evicted pod's try is
+        // in the PDB's status already, or soon.)
+        let sh = self.sh;
+        for t in self.pods.values_mut() {
+            if t.state != State::Evicted {
+                t.release(sh);
+            }
+        }
         let blocked_at_start = self.blocked_at_start;
         let mut not_moved: Vec<PodProblem> = self
             .pods
