@@ -11,6 +11,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -73,9 +74,24 @@ struct Tracked {
     force_attempt: bool,
     /// The last thing a PDB said about this pod: (PDB name, message).
     last_pdb: Option<(String, String)>,
+    /// The PDBs selecting this pod, as of a generation of the PDB set.
+    pdb_match: Option<(u64, PdbMatch)>,
 }
 
 impl Tracked {
+    /// The PDBs selecting this pod, matched again only when the PDB set changed.
+    fn pdbs(&mut self, sh: &Shared<'_>) -> PdbMatch {
+        let generation = sh.pdbs.selectors_generation();
+        match &self.pdb_match {
+            Some((g, m)) if *g == generation => m.clone(),
+            _ => {
+                let m = sh.pdbs.matching(&self.pod.namespace, &self.labels);
+                self.pdb_match = Some((generation, m.clone()));
+                m
+            }
+        }
+    }
+
     /// Give back the PDB try this pod holds, if any.
     fn release(&mut self, sh: &Shared<'_>) {
         if let Some(key) = self.token.take() {
@@ -126,6 +142,8 @@ struct NodeRun<'s, 'o> {
     blocked_at_start: bool,
     /// UIDs seen during a re-list.
     relist: Option<HashSet<String>>,
+    /// Woken by the PDB tracker when a PDB this node's pods wait on changes.
+    waker: Arc<tokio::sync::Notify>,
     report: NodeDrainReport,
     first_error: Option<kube::Error>,
 }
@@ -142,6 +160,7 @@ impl<'s, 'o> NodeRun<'s, 'o> {
             listed: false,
             blocked_at_start: false,
             relist: None,
+            waker: Arc::new(tokio::sync::Notify::new()),
             report: NodeDrainReport::new(node),
             first_error: None,
         }
@@ -166,7 +185,8 @@ impl<'s, 'o> NodeRun<'s, 'o> {
         let mut inflight: FuturesUnordered<BoxFuture<'s, (String, Evicted)>> =
             FuturesUnordered::new();
         let mut timers: FuturesUnordered<BoxFuture<'s, (String, u32)>> = FuturesUnordered::new();
-        let mut pdb_changes = sh.pdbs.subscribe();
+        let mut pdb_view = sh.pdbs.subscribe();
+        let waker = Arc::clone(&self.waker);
         let mut watch_pause: Option<BoxFuture<'s, ()>> = None;
         let mut watch_delays = pdb::retry_delays();
         let mut pdb_grace: Option<BoxFuture<'s, ()>> =
@@ -212,7 +232,8 @@ impl<'s, 'o> NodeRun<'s, 'o> {
                     self.on_evicted(&uid, result, &mut timers);
                 }
                 Some((uid, seq)) = timers.next(), if !timers.is_empty() => self.on_timer(&uid, seq),
-                Ok(()) = pdb_changes.changed() => self.wake_parked(&mut timers),
+                () = waker.notified() => self.wake_parked(&mut timers),
+                Ok(()) = pdb_view.changed() => self.wake_parked(&mut timers),
             }
         }
     }
@@ -317,6 +338,7 @@ impl<'s, 'o> NodeRun<'s, 'o> {
                 park_seq: 0,
                 force_attempt: false,
                 last_pdb: None,
+                pdb_match: None,
             },
         );
     }
@@ -353,7 +375,7 @@ impl<'s, 'o> NodeRun<'s, 'o> {
             && !t.force_attempt
             && t.ready
             && sh.pdbs.is_live()
-            && let PdbMatch::One(key) = sh.pdbs.matching(&t.pod.namespace, &t.labels)
+            && let PdbMatch::One(key) = t.pdbs(sh)
         {
             if sh.pdbs.try_take(&key, &t.pod.name) {
                 t.token = Some(key);
@@ -412,6 +434,7 @@ impl<'s, 'o> NodeRun<'s, 'o> {
             on_watch,
         };
         if let Some(key) = pdb {
+            sh.pdbs.register(&key, &self.waker);
             self.parked
                 .entry(key)
                 .or_default()
@@ -462,6 +485,17 @@ impl<'s, 'o> NodeRun<'s, 'o> {
         }
         for (key, uids) in &mut self.parked {
             if !pdbs.knows(key) {
+                // Deleted since (or never seen): pods that waited on it go now; those on a
+                // timer keep it.
+                for uid in uids.drain(..) {
+                    if let Some(t) = self.pods.get_mut(&uid)
+                        && matches!(&t.state, State::Parked { pdb: Some(k), on_watch: true } if k == key)
+                    {
+                        t.state = State::Queued;
+                        t.force_attempt = true;
+                        self.queue.push_back(uid);
+                    }
+                }
                 continue;
             }
             while let Some(uid) = uids.front() {
@@ -521,7 +555,7 @@ impl<'s, 'o> NodeRun<'s, 'o> {
                 let key = pdb
                     .map(|name| (t.pod.namespace.clone(), name))
                     .or(held)
-                    .or_else(|| match sh.pdbs.matching(&t.pod.namespace, &t.labels) {
+                    .or_else(|| match t.pdbs(sh) {
                         PdbMatch::One(key) => Some(key),
                         _ => None,
                     });

@@ -14,7 +14,7 @@
 //! again.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -29,7 +29,7 @@ use crate::clock::Clock;
 pub(crate) type PdbKey = (String, String);
 
 /// Which PDBs select a pod.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum PdbMatch {
     /// None: the API server evicts without a PDB check.
     None,
@@ -88,6 +88,11 @@ struct State {
     by_namespace: HashMap<String, BTreeMap<String, Entry>>,
     /// PDBs seen during a re-list, replacing `by_namespace` at its end.
     relist: Option<HashMap<String, BTreeMap<String, Entry>>>,
+    /// Bumped whenever a PDB appears, goes or changes its selector: pods' cached
+    /// matches are stale then.
+    selectors_generation: u64,
+    /// The node drains to wake when a PDB changes, by PDB.
+    waiters: HashMap<PdbKey, Vec<Arc<tokio::sync::Notify>>>,
 }
 
 impl State {
@@ -97,9 +102,15 @@ impl State {
 }
 
 /// The drain's view of every PDB, kept by [`PdbTracker::run`].
+///
+/// Node drains learn of changes two ways: each registers a `Notify` with the PDBs its
+/// pods wait on ([`PdbTracker::register`]) and is woken only when one of those changes —
+/// with a thousand nodes draining, a status change must not wake them all — and every
+/// one hears [`PdbTracker::subscribe`] when the view as a whole changes (listed, re-listed,
+/// lost).
 pub(crate) struct PdbTracker {
     state: Mutex<State>,
-    changed: tokio::sync::watch::Sender<u64>,
+    health: tokio::sync::watch::Sender<u64>,
 }
 
 /// Backoff between failed PDB watch attempts (cluster time).
@@ -114,7 +125,7 @@ impl PdbTracker {
     pub(crate) fn new() -> Self {
         PdbTracker {
             state: Mutex::new(State::default()),
-            changed: tokio::sync::watch::Sender::new(0),
+            health: tokio::sync::watch::Sender::new(0),
         }
     }
 
@@ -122,13 +133,28 @@ impl PdbTracker {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn notify(&self) {
-        self.changed.send_modify(|n| *n = n.wrapping_add(1));
+    fn notify_health(&self) {
+        self.health.send_modify(|n| *n = n.wrapping_add(1));
     }
 
-    /// A receiver that changes whenever a PDB's status or the watch's health changes.
+    /// A receiver that changes whenever the view as a whole changes: first listed,
+    /// re-listed, or lost.
     pub(crate) fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.changed.subscribe()
+        self.health.subscribe()
+    }
+
+    /// Wake `waiter` whenever PDB `key` changes (idempotent).
+    pub(crate) fn register(&self, key: &PdbKey, waiter: &Arc<tokio::sync::Notify>) {
+        let mut state = self.lock();
+        let waiters = state.waiters.entry(key.clone()).or_default();
+        if !waiters.iter().any(|w| Arc::ptr_eq(w, waiter)) {
+            waiters.push(Arc::clone(waiter));
+        }
+    }
+
+    /// The generation of the PDB set and selectors, for caching [`PdbTracker::matching`].
+    pub(crate) fn selectors_generation(&self) -> u64 {
+        self.lock().selectors_generation
     }
 
     /// Whether the watch is listed and running, so a pod may wait on it.
@@ -172,7 +198,7 @@ impl PdbTracker {
                             state.settled = true;
                             state.unavailable = permanent;
                         }
-                        self.notify();
+                        self.notify_health();
                     }
                     if permanent {
                         break;
@@ -187,6 +213,8 @@ impl PdbTracker {
 
     fn apply(&self, event: watcher::Event<PodDisruptionBudget>) {
         let mut state = self.lock();
+        let mut health = false;
+        let mut changed: Option<PdbKey> = None;
         match event {
             watcher::Event::Init => state.relist = Some(HashMap::new()),
             watcher::Event::InitApply(pdb) => {
@@ -208,18 +236,27 @@ impl PdbTracker {
                     }
                     state.by_namespace = relist;
                 }
+                state.selectors_generation += 1;
                 state.live = true;
                 state.settled = true;
+                health = true;
             }
             watcher::Event::Apply(pdb) => {
                 if let Some((ns, name, mut entry)) = entry_of(&pdb) {
-                    let pdbs = state.by_namespace.entry(ns).or_default();
-                    if let Some(previous) = pdbs.get_mut(&name) {
-                        entry.inherit(previous);
+                    let pdbs = state.by_namespace.entry(ns.clone()).or_default();
+                    let same_selector = match pdbs.get_mut(&name) {
+                        Some(previous) => {
+                            entry.inherit(previous);
+                            previous.selector == entry.selector
+                        }
+                        None => false,
+                    };
+                    pdbs.insert(name.clone(), entry);
+                    if !same_selector {
+                        state.selectors_generation += 1;
                     }
-                    pdbs.insert(name, entry);
+                    changed = Some((ns, name));
                 }
-                state.live = true;
             }
             watcher::Event::Delete(pdb) => {
                 let ns = pdb.metadata.namespace.unwrap_or_default();
@@ -227,10 +264,22 @@ impl PdbTracker {
                 if let Some(pdbs) = state.by_namespace.get_mut(&ns) {
                     pdbs.remove(&name);
                 }
+                state.selectors_generation += 1;
+                changed = Some((ns, name));
             }
         }
+        let woken: Vec<Arc<tokio::sync::Notify>> = match &changed {
+            Some(key) => state.waiters.get(key).cloned().unwrap_or_default(),
+            None => Vec::new(),
+        };
         drop(state);
-        self.notify();
+        // notify_one keeps a permit for a drain that is busy right now: no wake-up lost.
+        for waiter in woken {
+            waiter.notify_one();
+        }
+        if health {
+            self.notify_health();
+        }
     }
 
     /// The PDBs in `namespace` whose selector matches `labels`.
@@ -549,6 +598,44 @@ mod tests {
             t.describe(&key("all"))
                 .unwrap()
                 .contains("needs 2 healthy pods and has 2")
+        );
+    }
+
+    #[test]
+    fn wakes_only_the_drains_waiting_on_the_pdb_that_changed() {
+        use futures::FutureExt;
+        let t = listed(vec![
+            pdb("web", Some("web"), 0, 1, 1),
+            pdb("db", Some("db"), 0, 1, 1),
+        ]);
+        let on_web = Arc::new(tokio::sync::Notify::new());
+        let on_db = Arc::new(tokio::sync::Notify::new());
+        t.register(&key("web"), &on_web);
+        t.register(&key("web"), &on_web);
+        t.register(&key("db"), &on_db);
+        let generation = t.selectors_generation();
+        t.apply(watcher::Event::Apply(pdb("web", Some("web"), 1, 1, 1)));
+        assert!(on_web.notified().now_or_never().is_some());
+        assert!(
+            on_web.notified().now_or_never().is_none(),
+            "registered once, woken once"
+        );
+        assert!(on_db.notified().now_or_never().is_none());
+        assert_eq!(
+            t.selectors_generation(),
+            generation,
+            "a status change keeps the matches"
+        );
+        t.apply(watcher::Event::Apply(pdb("web", Some("other"), 1, 1, 1)));
+        assert_ne!(
+            t.selectors_generation(),
+            generation,
+            "a new selector invalidates them"
+        );
+        t.apply(watcher::Event::Delete(pdb("db", Some("db"), 0, 1, 1)));
+        assert!(
+            on_db.notified().now_or_never().is_some(),
+            "a deleted PDB wakes its waiters"
         );
     }
 
