@@ -875,3 +875,65 @@ async fn max_concurrent_evictions_bounds_the_requests_in_flight() {
     }
     h.sim.shutdown().await;
 }
+
+/// 50 nodes, 1,500 pods under PDBs, drained at once: the figures at a realistic density.
+/// An experiment, not a CI test (a few minutes in a debug build):
+/// `cargo test -p kbg --test drain_sim scale -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "scale experiment, minutes long: run with --ignored"]
+async fn scale_50_nodes_1500_pods() {
+    let h = harness().await;
+    let alpha = h.add_nodes("alpha", 50).await;
+    for i in 0..10 {
+        let app = format!("svc{i}");
+        h.deployment(&app, 100, 5).await;
+        h.pdb(&app, &app, json!({"maxUnavailable": "10%"})).await;
+    }
+    for i in 0..5 {
+        let app = format!("quorum{i}");
+        h.deployment(&app, 100, 5).await;
+        h.pdb(&app, &app, json!({"minAvailable": "90%"})).await;
+    }
+    for i in 0..10 {
+        h.wait_deployment_ready(&format!("svc{i}"), 100).await;
+    }
+    for i in 0..5 {
+        h.wait_deployment_ready(&format!("quorum{i}"), 100).await;
+    }
+    h.add_nodes("beta", 20).await;
+    h.cordon(&alpha).await;
+    let before = h.sim.audit().len();
+    let wall = std::time::Instant::now();
+    let report = drain_nodes(&h.client, &alpha, &opts(), &Recorder::default())
+        .await
+        .expect("the drain finishes");
+    let wall = wall.elapsed();
+    let audit = h.sim.audit();
+    let ours = &audit[before..];
+    println!(
+        "scale: {} pods off {} nodes in {:.0} cluster s ({:.1} wall s at speed {}); {:.3} requests per evicted pod; {} PDB 429s; {} PDB violations",
+        report.pods_evicted,
+        alpha.len(),
+        report.cluster_seconds,
+        wall.as_secs_f64(),
+        speed(),
+        ours.len() as f64 / report.pods_evicted as f64,
+        report.pdb_retries,
+        h.sim.stats().pdb_violations,
+    );
+    println!("requests by kind: {:?}", breakdown(ours));
+    let mut codes = BTreeMap::new();
+    for e in ours.iter().filter(|e| e.subresource == "eviction") {
+        *codes.entry(e.code).or_insert(0) += 1;
+    }
+    println!("eviction answers by code: {codes:?}");
+    println!(
+        "nodes: waited {} skipped {} not moved {}",
+        report.nodes.iter().map(|n| n.pods_waited).sum::<usize>(),
+        report.nodes.iter().map(|n| n.pods_skipped).sum::<usize>(),
+        report.pods_not_moved
+    );
+    assert_eq!(report.pods_evicted, 1500);
+    assert_eq!(h.sim.stats().pdb_violations, 0);
+    h.sim.shutdown().await;
+}

@@ -192,7 +192,9 @@ impl<'s, 'o> NodeRun<'s, 'o> {
         let mut pdb_grace: Option<BoxFuture<'s, ()>> =
             Some(Box::pin(async move { clock.sleep(PDB_SYNC_GRACE).await }));
         loop {
-            if self.is_done() {
+            // Answers already on their way are read even when every pod is gone: a pod's
+            // DELETED event can be seen before its eviction's 201.
+            if self.is_done() && inflight.is_empty() {
                 return;
             }
             if pdb_grace.is_some() && sh.pdbs.is_settled() {
