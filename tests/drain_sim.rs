@@ -587,6 +587,11 @@ async fn requests_per_evicted_pod_at_25_pods_per_node() {
         }
     }
     assert!(per_pod <= 3.0, "{per_pod} requests per evicted pod");
+    let accepted = ours
+        .iter()
+        .filter(|e| e.subresource == "eviction" && e.code == 201)
+        .count();
+    assert_eq!(accepted, report.pods_evicted, "every 201 is counted, once");
     assert_eq!(h.sim.stats().pdb_violations, 0);
     h.sim.shutdown().await;
 }
