@@ -292,6 +292,29 @@ mod tests {
     }
 
     #[test]
+    fn a_waiter_that_runs_out_of_time_is_a_timeout_naming_the_setting() {
+        use aws_sdk_ec2::operation::describe_instances::{
+            DescribeInstancesError, DescribeInstancesOutput,
+        };
+        use aws_smithy_runtime_api::client::waiters::error::ExceededMaxWait;
+        use std::time::Duration;
+
+        let err: WaiterError<DescribeInstancesOutput, DescribeInstancesError> =
+            WaiterError::ExceededMaxWait(ExceededMaxWait::new(
+                Duration::from_secs(600),
+                Duration::from_secs(601),
+                40,
+            ));
+        let e = waiter_error(err, "instance i-1 to run", "beta").error;
+        assert_eq!(e.kind, ErrorKind::Timeout);
+        assert!(e.is_retryable());
+        assert_eq!(
+            e.to_string(),
+            "aws: gave up after 600 s waiting for instance i-1 to run (pools.beta.aws.wait_timeout_secs sets the limit)"
+        );
+    }
+
+    #[test]
     fn config_and_permission_errors_stop_the_whole_pool() {
         let e = |kind| ProviderError::new("aws", kind, "m");
         assert!(fails_every_launch(&e(ErrorKind::NotFound), None));

@@ -480,40 +480,29 @@ impl AwsProvider {
                     &user_data_b64,
                 )
                 .await;
-            let (outcome, last_error) = match result {
-                Ok(instance) => {
-                    let state = instance.state().and_then(|s| s.name());
-                    if matches!(
-                        state,
-                        Some(InstanceStateName::Terminated | InstanceStateName::ShuttingDown)
-                    ) {
-                        debug!(
-                            pool = %self.pool,
-                            machine,
-                            instance_id = instance.instance_id().unwrap_or_default(),
-                            generation = attempt.generation,
-                            "client token is bound to a terminated instance; trying the next generation"
-                        );
-                        (Outcome::StaleToken, None)
-                    } else {
-                        let id = instance.instance_id().unwrap_or_default().to_string();
-                        debug!(pool = %self.pool, machine, instance_id = %id, "launched");
-                        return self.wait_running(machine, &id).await;
-                    }
+            let outcome = plan::outcome_of_launch(match &result {
+                Ok(instance) => Ok(instance
+                    .state()
+                    .and_then(|s| s.name())
+                    .map(InstanceStateName::as_str)),
+                Err(e) => Err(e.code.as_deref()),
+            });
+            debug!(
+                pool = %self.pool,
+                machine,
+                instance_type = attempt.instance_type.unwrap_or("(launch template's)"),
+                generation = attempt.generation,
+                ?outcome,
+                "RunInstances"
+            );
+            let last_error = match (outcome, result) {
+                (Outcome::Launched, Ok(instance)) => {
+                    let id = instance.instance_id().unwrap_or_default().to_string();
+                    return self.wait_running(machine, &id).await;
                 }
-                Err(e) => match e.code.as_deref() {
-                    Some("InsufficientInstanceCapacity") => {
-                        debug!(
-                            pool = %self.pool,
-                            machine,
-                            instance_type = attempt.instance_type.unwrap_or("(launch template's)"),
-                            "no capacity; trying the next instance type"
-                        );
-                        (Outcome::NoCapacity, Some(e))
-                    }
-                    Some("IdempotentParameterMismatch") => (Outcome::StaleToken, Some(e)),
-                    _ => return Err(e.with_machine(machine)),
-                },
+                (Outcome::Failed, Err(e)) => return Err(e.with_machine(machine)),
+                (_, Err(e)) => Some(e),
+                (_, Ok(_)) => None,
             };
             match plan.next(outcome) {
                 Some(next) => attempt = next,
@@ -921,6 +910,39 @@ mod tests {
         );
         assert_eq!(instance_id_from_provider_id("gce://p/z/i-1"), None);
         assert_eq!(instance_id_from_provider_id("aws:///eu-west-1b/"), None);
+    }
+
+    #[tokio::test]
+    async fn from_pool_sets_retries_explicitly_and_hides_request_bodies() {
+        let pool = PoolSpec {
+            name: "beta".into(),
+            version: "v1.31.2".into(),
+            labels: BTreeMap::new(),
+            taints: vec![],
+            settings: serde_json::json!({
+                "cluster_name": "prod",
+                "region": "eu-west-1",
+                "endpoint_url": "http://127.0.0.1:9",
+                "ami": "ami-0abc",
+                "instance_type": "m6i.large",
+            }),
+            template: None,
+            join: kbg_provider::JoinConfig::default(),
+        };
+        let aws = AwsProvider::from_pool(&pool).await.unwrap();
+        let config = aws.client.config();
+        let retry = config.retry_config().unwrap();
+        assert_eq!(
+            retry.mode(),
+            aws_sdk_ec2::config::retry::RetryMode::Standard
+        );
+        assert_eq!(retry.max_attempts(), MAX_ATTEMPTS);
+        assert_eq!(config.region().map(|r| r.as_ref()), Some("eu-west-1"));
+        assert!(
+            config
+                .interceptors()
+                .any(|i| aws_sdk_ec2::config::Intercept::name(&i) == "kbg::HideRequestBody")
+        );
     }
 
     #[test]

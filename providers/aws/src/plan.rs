@@ -113,6 +113,21 @@ pub enum Outcome {
     Failed,
 }
 
+/// How a RunInstances attempt went: `Ok` with the returned instance's state name, or
+/// `Err` with AWS's error code.
+///
+/// An instance that comes back `terminated` or `shutting-down` was not launched now: the
+/// token is bound to an instance of an earlier pool of the same name.
+pub fn outcome_of_launch(result: Result<Option<&str>, Option<&str>>) -> Outcome {
+    match result {
+        Ok(Some("terminated" | "shutting-down")) => Outcome::StaleToken,
+        Ok(_) => Outcome::Launched,
+        Err(Some("InsufficientInstanceCapacity")) => Outcome::NoCapacity,
+        Err(Some("IdempotentParameterMismatch")) => Outcome::StaleToken,
+        Err(_) => Outcome::Failed,
+    }
+}
+
 /// The order in which a machine's launch attempts are made: each instance type in
 /// turn (on `InsufficientInstanceCapacity`), and within a type, token generations (on a
 /// stale token).
@@ -264,6 +279,103 @@ mod tests {
             n += 1;
         }
         assert_eq!(n, MAX_TOKEN_GENERATIONS - 1);
+    }
+
+    #[test]
+    fn launch_answers_map_to_outcomes() {
+        for (result, outcome) in [
+            (Ok(Some("pending")), Outcome::Launched),
+            (Ok(Some("running")), Outcome::Launched),
+            (Ok(None), Outcome::Launched),
+            (Ok(Some("terminated")), Outcome::StaleToken),
+            (Ok(Some("shutting-down")), Outcome::StaleToken),
+            (
+                Err(Some("InsufficientInstanceCapacity")),
+                Outcome::NoCapacity,
+            ),
+            (
+                Err(Some("IdempotentParameterMismatch")),
+                Outcome::StaleToken,
+            ),
+            (Err(Some("InvalidAMIID.NotFound")), Outcome::Failed),
+            (Err(Some("RequestLimitExceeded")), Outcome::Failed),
+            (Err(None), Outcome::Failed),
+        ] {
+            assert_eq!(outcome_of_launch(result), outcome, "{result:?}");
+        }
+    }
+
+    /// The provider's launch loop, with EC2's answers scripted: which attempts (type and
+    /// token) are made, in order.
+    fn attempts(
+        types: &[String],
+        answers: &[Result<Option<&str>, Option<&str>>],
+    ) -> Vec<(Option<String>, String)> {
+        let mut plan = LaunchPlan::new(types);
+        let mut attempt = plan.current();
+        let mut made = Vec::new();
+        for answer in answers {
+            made.push((
+                attempt.instance_type.map(str::to_owned),
+                client_token(
+                    "prod",
+                    "beta",
+                    "beta-0",
+                    attempt.instance_type,
+                    attempt.generation,
+                ),
+            ));
+            match plan.next(outcome_of_launch(*answer)) {
+                Some(a) => attempt = a,
+                None => break,
+            }
+        }
+        made
+    }
+
+    #[test]
+    fn a_pool_redeployed_after_capacity_trouble_walks_types_and_generations() {
+        let list = types(&["m6i.large", "m5.large"]);
+        let made = attempts(
+            &list,
+            &[
+                Err(Some("InsufficientInstanceCapacity")),
+                // m5.large's first token still points at an earlier pool's instance.
+                Ok(Some("terminated")),
+                Ok(Some("pending")),
+                Ok(Some("pending")),
+            ],
+        );
+        assert_eq!(made.len(), 3, "stops at the launch");
+        assert_eq!(made[0].0.as_deref(), Some("m6i.large"));
+        assert_eq!(made[1].0.as_deref(), Some("m5.large"));
+        assert_eq!(made[2].0.as_deref(), Some("m5.large"));
+        assert_eq!(
+            made[2].1,
+            client_token("prod", "beta", "beta-0", Some("m5.large"), 1)
+        );
+        // A rerun after a crash makes the same attempts with the same tokens, so EC2
+        // answers the last one with the instance it already launched.
+        assert_eq!(
+            attempts(
+                &list,
+                &[
+                    Err(Some("InsufficientInstanceCapacity")),
+                    Ok(Some("terminated")),
+                    Ok(Some("running")),
+                ],
+            ),
+            made
+        );
+        // Any other error stops at once.
+        assert_eq!(
+            attempts(
+                &list,
+                &[Err(Some("InvalidAMIID.NotFound")), Ok(Some("pending"))]
+            )
+            .len(),
+            1
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use base64::Engine as _;
 use kbg_provider::bootstrap::{self, BootstrapContext, BuiltinTemplate};
 use kbg_provider::{ErrorKind, Machine, MachineState, Provider, RemoteCommand};
+use kbg_provider_aws::plan::client_token;
 use kbg_provider_aws::{AwsProvider, MACHINE_TAG, POOL_TAG, cluster_tag};
 use serde_json::json;
 
@@ -80,6 +81,11 @@ async fn provisions_three_tagged_running_machines_spread_over_the_subnets() {
         assert_eq!(t[&cluster_tag(CLUSTER)], "owned");
         assert_eq!(t["Name"], m.name);
         assert_eq!(t["team"], "platform");
+        // The launch carried the token derived from cluster, pool, machine and type.
+        assert_eq!(
+            instance.client_token(),
+            Some(client_token(CLUSTER, "beta", &m.name, Some("t3.medium"), 0).as_str())
+        );
     }
 
     // Volumes are tagged at launch too, so nothing kbg makes is untagged.
