@@ -48,7 +48,7 @@ pub mod defaults {
 ///   use_charm_pause: false                # hand-over by the charm's `pause` action
 ///   provider_id: "aws:///{availability-zone}/{instance-id}"
 /// ```
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct JujuSettings {
     /// The `juju` executable.
     pub juju: PathBuf,
@@ -93,6 +93,29 @@ pub struct JujuSettings {
     pub command_timeout_secs: u64,
     /// See [`defaults::POLL_INTERVAL_SECS`].
     pub poll_interval_secs: f64,
+}
+
+impl std::fmt::Debug for JujuSettings {
+    /// Charm option values may be secret (registry credentials, say): only their names
+    /// are shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JujuSettings")
+            .field("juju", &self.juju)
+            .field("data_dir", &self.data_dir)
+            .field("model", &self.model)
+            .field("application", &self.application)
+            .field("charm", &self.charm)
+            .field("channel", &self.channel)
+            .field("constraints", &self.constraints)
+            .field("base", &self.base)
+            .field("series", &self.series)
+            .field("config", &self.config.keys().collect::<Vec<_>>())
+            .field("relations", &self.relations)
+            .field("use_charm_pause", &self.use_charm_pause)
+            .field("provider_id", &self.provider_id)
+            .field("keep_failed_units", &self.keep_failed_units)
+            .finish_non_exhaustive()
+    }
 }
 
 const KNOWN: [&str; 19] = [
@@ -504,6 +527,19 @@ mod tests {
             );
             assert!(err.to_string().contains(says), "{block}: {err}");
         }
+    }
+
+    #[test]
+    fn debug_shows_option_names_not_values() {
+        let s = JujuSettings::parse(&pool(
+            json!({"config": {"docker-logins": "[{\"password\": \"hunter2\"}]"}}),
+        ))
+        .unwrap();
+        let shown = format!("{s:?}");
+        assert!(
+            shown.contains("docker-logins") && !shown.contains("hunter2"),
+            "{shown}"
+        );
     }
 
     #[test]
