@@ -42,13 +42,6 @@ pub enum BuiltinTemplate {
 }
 
 impl BuiltinTemplate {
-    /// Every built-in bootstrap template.
-    pub const ALL: [BuiltinTemplate; 3] = [
-        BuiltinTemplate::CloudInitKubeadm,
-        BuiltinTemplate::KubeletService,
-        BuiltinTemplate::JujuBundle,
-    ];
-
     /// The template's file name in `templates/`.
     pub fn file_name(self) -> &'static str {
         match self {
