@@ -421,14 +421,15 @@ async fn a_plugin_past_its_deadline_is_killed_with_its_children() {
             "echo working >&2; sleep 300 & echo $! > {}; wait",
             pidfile.display()
         ),
-        1,
+        // Long enough for a loaded machine to start the plugin and its child.
+        8,
     );
     let err = p.list(&spec).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Timeout);
     assert!(err.is_retryable());
     let line = err.to_string();
     assert!(
-        line.contains("did not answer `list` within 1 s")
+        line.contains("did not answer `list` within 8 s")
             && line.ends_with("it last said: working"),
         "{line}"
     );
