@@ -26,6 +26,10 @@ pub enum BuiltinTemplate {
     /// `templates/cloud-init-kubeadm.yaml.j2`: cloud-init user-data that installs the
     /// pool's kubeadm/kubelet version and runs `kubeadm join` with its labels and taints.
     CloudInitKubeadm,
+    /// `templates/metal-bootstrap.sh.j2`: a POSIX shell script for a pre-provisioned
+    /// bare-metal host that installs the pool's kubeadm/kubelet version (apt or dnf) and
+    /// runs `kubeadm join` with its labels and taints.
+    MetalBootstrap,
 }
 
 impl BuiltinTemplate {
@@ -33,6 +37,7 @@ impl BuiltinTemplate {
     pub fn file_name(self) -> &'static str {
         match self {
             BuiltinTemplate::CloudInitKubeadm => "cloud-init-kubeadm.yaml.j2",
+            BuiltinTemplate::MetalBootstrap => "metal-bootstrap.sh.j2",
         }
     }
 
@@ -40,6 +45,9 @@ impl BuiltinTemplate {
         match self {
             BuiltinTemplate::CloudInitKubeadm => {
                 include_str!("../../../templates/cloud-init-kubeadm.yaml.j2")
+            }
+            BuiltinTemplate::MetalBootstrap => {
+                include_str!("../../../templates/metal-bootstrap.sh.j2")
             }
         }
     }
