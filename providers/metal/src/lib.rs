@@ -61,7 +61,7 @@ pub const PROVIDER: &str = "metal";
 
 /// The script that returns a host to free: `kubeadm reset -f` (where kubeadm is
 /// installed), then stop and disable the kubelet and check that it is stopped.
-pub const RESET_SCRIPT: &str = r#"set -u
+pub const RESET_SCRIPT: &str = r#"set -eu
 if command -v kubeadm >/dev/null 2>&1; then
   kubeadm reset -f
 fi
