@@ -771,6 +771,132 @@ fn read_template(path: &Path, field: &str) -> Result<Template, ProviderError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kbg_provider::{JoinConfig, MemoryLedger, Taint, TaintEffect};
+
+    /// Pool beta with labels and a taint, over a one-host inventory in `dir`.
+    fn pool(dir: &Path, taints: Vec<Taint>) -> PoolSpec {
+        inventory::testing::write_key(dir, "id", 7, 0o600);
+        std::fs::write(
+            dir.join("inventory.yaml"),
+            "hosts:\n- {name: rack1-node2, address: 10.0.0.22, key: id, labels: {rack: r1}}\n",
+        )
+        .unwrap();
+        PoolSpec {
+            name: "beta".into(),
+            version: "v1.31.2".into(),
+            labels: BTreeMap::from([
+                ("kbg.io/pool".to_string(), "beta".to_string()),
+                ("tier".to_string(), "web".to_string()),
+            ]),
+            taints,
+            settings: serde_json::json!({
+                "inventory": dir.join("inventory.yaml"),
+                "known_hosts": dir.join("known_hosts"),
+                "insecure_accept_host_keys": true,
+            }),
+            template: None,
+            join: JoinConfig {
+                api_server_endpoint: "10.0.0.10:6443".into(),
+                token: Some(Secret::new("abcdef.0123456789abcdef")),
+                ca_cert_hash: Some(Secret::new("sha256:00ff")),
+            },
+        }
+    }
+
+    fn provider(pool: &PoolSpec) -> Result<MetalProvider, ProviderError> {
+        MetalProvider::from_pool(pool, Arc::new(MemoryLedger::default()))
+    }
+
+    fn rendered(pool: &PoolSpec) -> String {
+        let p = provider(pool).unwrap();
+        let host = &p.inventory.hosts[0];
+        p.render(pool, "beta-1", host).unwrap().expose().to_string()
+    }
+
+    #[test]
+    fn the_bootstrap_installs_the_pools_version_and_joins_with_its_labels_and_taints() {
+        let dir = tempfile::tempdir().unwrap();
+        let taint = Taint {
+            key: "dedicated".into(),
+            value: Some("web".into()),
+            effect: TaintEffect::NoSchedule,
+        };
+        let script = rendered(&pool(dir.path(), vec![taint]));
+        insta::assert_snapshot!(script);
+        // It is a valid POSIX shell script.
+        let check = std::process::Command::new("sh")
+            .args(["-n", "-c", &script])
+            .output()
+            .unwrap();
+        assert!(
+            check.status.success(),
+            "{}",
+            String::from_utf8_lossy(&check.stderr)
+        );
+    }
+
+    #[test]
+    fn without_taints_the_bootstrap_registers_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = rendered(&pool(dir.path(), vec![]));
+        assert!(!script.contains("register-with-taints"), "{script}");
+        assert!(
+            script.contains("    provider-id: \"metal://rack1-node2\"\nJOIN\n"),
+            "{script}"
+        );
+    }
+
+    #[test]
+    fn a_template_of_the_users_renders_with_the_host_and_bad_ones_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = pool(dir.path(), vec![]);
+        let t = dir.path().join("mine.sh.j2");
+        std::fs::write(&t, "echo {{ machine }} on {{ settings.host.name }} ({{ settings.host.labels.rack }}) as {{ settings.provider_id }}\n").unwrap();
+        p.settings["bootstrap"] = serde_json::json!(t);
+        assert_eq!(
+            rendered(&p),
+            "echo beta-1 on rack1-node2 (r1) as metal://rack1-node2\n"
+        );
+
+        std::fs::write(&t, "echo {{ settings.hots.name }}\n").unwrap();
+        let err = provider(&p).unwrap_err();
+        assert!(err.to_string().starts_with("metal: template "), "{err}");
+        assert!(err.to_string().contains("mine.sh.j2"), "{err}");
+
+        p.template = Some(t.display().to_string());
+        let err = provider(&p).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "metal: pools.beta.metal.bootstrap: pools.beta.template is set too; keep one of the two"
+        );
+    }
+
+    #[test]
+    fn the_builtin_bootstrap_needs_the_whole_join_configuration() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = pool(dir.path(), vec![]);
+        p.join.token = None;
+        let err = provider(&p).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("metal: pools.beta.join.token: is required"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn known_hosts_must_exist_unless_unknown_hosts_are_accepted() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = pool(dir.path(), vec![]);
+        p.settings["insecure_accept_host_keys"] = serde_json::json!(false);
+        let err = provider(&p).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("metal: pools.beta.metal.known_hosts: cannot read ")
+                && err.to_string().contains("ssh-keyscan"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn redaction_cuts_the_token_its_secret_half_and_the_hash() {

@@ -1,7 +1,7 @@
 #!/bin/sh
 # A test double, not a real tool: it stands in for what kbg's bootstrap and reset scripts
 # run on a bare-metal host (kubeadm, systemctl, apt-get, apt-mark, curl, gpg, modprobe,
-# sysctl, swapoff), for the metal provider's tests, whose "host" is the test machine itself
+# sysctl, swapoff, containerd), for the metal provider's tests, whose "host" is the test machine itself
 # reached through a real sshd. The test puts it first on the SSH session's PATH under each
 # of those names. It
 #   - appends every call, as "tool args…", to $KBG_FAKE_STATE/calls;

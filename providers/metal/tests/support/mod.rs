@@ -47,6 +47,7 @@ pub const FAKED: &[&str] = &[
     "modprobe",
     "sysctl",
     "swapoff",
+    "containerd",
 ];
 
 fn tool(env: &str, fallback: Option<&str>, name: &str) -> PathBuf {
