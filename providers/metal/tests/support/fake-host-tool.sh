@@ -11,9 +11,11 @@
 #   - keeps the kubelet's state as files (active-<unit>, $KBG_BOOTSTRAP_ROOT/etc/kubernetes/kubelet.conf);
 #   - for `kubeadm join --config F`, copies F to $KBG_FAKE_STATE/join.yaml, records F's
 #     mode and the mode of the script kbg uploaded, refuses to join twice (as kubeadm's
-#     preflight does), and registers the Node in the simulated cluster with kubectl when
+#     preflight does), and registers the Node in the simulated cluster when
 #     $KBG_TEST_KUBECONFIG is set, as the kubelet would: the node name, labels, taints and
-#     provider ID from F, the kubelet version that `apt-get install kubelet=V-*` installed.
+#     provider ID from F, the kubelet version that `apt-get install kubelet=V-*` installed,
+#     created with `kubectl create --validate=false` (a kubelet POSTs its Node; it does not
+#     download the OpenAPI schema first).
 set -eu
 tool=$(basename "$0")
 state="${KBG_FAKE_STATE:?KBG_FAKE_STATE is not set}"
@@ -103,8 +105,8 @@ case "$tool" in
    "osImage":"Debian GNU/Linux 12 (bookworm)","containerRuntimeVersion":"containerd://1.6.20",
    "operatingSystem":"linux","architecture":"amd64"}}}
 NODE
-          "${KBG_TEST_KUBECTL:-kubectl}" --kubeconfig "$KBG_TEST_KUBECONFIG" create -f "$state/node.json" >> "$state/kubectl.log" 2>&1 \
-            || { echo "kubeadm (fake): the kubelet could not register node $name (see $state/kubectl.log)" >&2; exit 1; }
+          "${KBG_TEST_KUBECTL:-kubectl}" --kubeconfig "$KBG_TEST_KUBECONFIG" create --validate=false -f "$state/node.json" >> "$state/kubectl.log" 2>&1 \
+            || { echo "kubeadm (fake): the kubelet could not register node $name: $(tail -n 3 "$state/kubectl.log" | tr '\n' ' ')" >&2; exit 1; }
         fi
         mkdir -p "$root/etc/kubernetes"
         echo "fake kubelet.conf for $name" > "$root/etc/kubernetes/kubelet.conf"
