@@ -50,7 +50,7 @@ use kbg_provider::{
     ProviderError, ProvisionReport, RemoteCommand, Secret,
 };
 
-use crate::book::{Assignment, HostState, Step};
+use crate::book::{Assignment, Book, HostState, Step};
 use crate::inventory::{Host, Inventory};
 use crate::known_hosts::KnownHosts;
 pub use crate::settings::MetalSettings;
@@ -184,15 +184,21 @@ impl MetalProvider {
         };
         if matches!(template, Template::Builtin) {
             for (field, missing) in [
-                ("endpoint", pool.join.api_server_endpoint.trim().is_empty()),
+                (
+                    "api_server_endpoint",
+                    pool.join.api_server_endpoint.trim().is_empty(),
+                ),
                 ("token", pool.join.token.is_none()),
                 ("ca_cert_hash", pool.join.ca_cert_hash.is_none()),
             ] {
                 if missing {
                     return Err(ProviderError::invalid_config(
                         PROVIDER,
-                        format!("pools.{}.join.{field}", pool.name),
-                        "is required: the metal bootstrap runs kubeadm join with it (kubeadm token create --print-join-command shows all three)",
+                        format!("join.{field}"),
+                        format!(
+                            "is required for pool {}: the metal bootstrap runs kubeadm join with it (`kubeadm token create --print-join-command` prints all three)",
+                            pool.name
+                        ),
                     ));
                 }
             }
@@ -371,6 +377,7 @@ impl MetalProvider {
         pool: &PoolSpec,
         name: &str,
         step: Step,
+        snapshot: &Book,
     ) -> Result<Machine, ProviderError> {
         let (host_name, retry, taken_now) = match step {
             Step::NoHost => {
@@ -394,16 +401,9 @@ impl MetalProvider {
                 host,
                 state: HostState::Ready,
             } => {
-                let (book, _) = book::load(self.ledger.as_ref()).await?;
-                return match book.hosts.get(&host) {
-                    Some(a) => Ok(a.to_machine(&host)),
-                    None => Err(ProviderError::new(
-                        PROVIDER,
-                        ErrorKind::Transient,
-                        format!("host {host} was freed while provisioning; try again"),
-                    )
-                    .with_machine(name)),
-                };
+                // Ready when the plan was made: nothing to do, nothing to touch.
+                let assignment = snapshot.hosts.get(&host).expect("planned from this book");
+                return Ok(assignment.to_machine(&host));
             }
             Step::Existing {
                 host,
@@ -539,7 +539,7 @@ impl Provider for MetalProvider {
         // Take hosts for the new names, all in one compare-and-swap.
         let inventory = &self.inventory;
         let selector = &self.settings.selector;
-        let steps = book::update(self.ledger.as_ref(), |b| {
+        let (steps, snapshot) = book::update(self.ledger.as_ref(), |b| {
             let steps = book::plan(inventory, selector, b, &pool.name, &unique);
             for (name, step) in &steps {
                 if let Step::Take { host } = step {
@@ -548,16 +548,18 @@ impl Provider for MetalProvider {
                         .insert(host.clone(), Assignment::new(h, &pool.name, name));
                 }
             }
-            steps
+            (steps, b.clone())
         })
         .await?;
-        let results: Vec<(usize, Result<Machine, ProviderError>)> = futures::stream::iter(
-            steps.into_iter().enumerate(),
-        )
-        .map(|(i, (name, step))| async move { (i, self.provision_one(pool, &name, step).await) })
-        .buffer_unordered(self.settings.parallelism)
-        .collect()
-        .await;
+        let snapshot = &snapshot;
+        let results: Vec<(usize, Result<Machine, ProviderError>)> =
+            futures::stream::iter(steps.into_iter().enumerate())
+                .map(|(i, (name, step))| async move {
+                    (i, self.provision_one(pool, &name, step, snapshot).await)
+                })
+                .buffer_unordered(self.settings.parallelism)
+                .collect()
+                .await;
         let mut results = results;
         results.sort_by_key(|(i, _)| *i);
         let mut report = ProvisionReport::default();
@@ -879,7 +881,7 @@ mod tests {
         let err = provider(&p).unwrap_err();
         assert!(
             err.to_string()
-                .starts_with("metal: pools.beta.join.token: is required"),
+                .starts_with("metal: join.token: is required for pool beta: "),
             "{err}"
         );
     }
