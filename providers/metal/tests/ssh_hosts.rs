@@ -131,6 +131,16 @@ async fn provision_takes_two_of_three_hosts_and_a_rerun_takes_none_more() {
             !join_path.exists(),
             "the join configuration was left on {host}"
         );
+        // What `ps` on the host showed while kubeadm ran: the fixed wrapper, no secret.
+        let ps = h.read_state("command-lines").unwrap();
+        assert!(ps.contains("sh -c umask 077;"), "{ps}");
+        assert!(ps.contains("sshd"), "{ps}");
+        for secret in [TOKEN_SECRET, CA_HASH] {
+            assert!(
+                !ps.contains(secret),
+                "a command line on {host} shows a secret:\n{ps}"
+            );
+        }
         assert_eq!(
             std::fs::read_dir(h.tmp()).unwrap().count(),
             0,

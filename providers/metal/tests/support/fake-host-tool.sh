@@ -10,7 +10,8 @@
 #     way a `set -x` script would leak it);
 #   - keeps the kubelet's state as files (active-<unit>, $KBG_BOOTSTRAP_ROOT/etc/kubernetes/kubelet.conf);
 #   - for `kubeadm join --config F`, copies F to $KBG_FAKE_STATE/join.yaml, records F's
-#     mode and the mode of the script kbg uploaded, refuses to join twice (as kubeadm's
+#     mode, the mode of the script kbg uploaded and the command lines `ps` shows for it
+#     and its ancestors up to sshd, refuses to join twice (as kubeadm's
 #     preflight does), and registers the Node in the simulated cluster when
 #     $KBG_TEST_KUBECONFIG is set, as the kubelet would: the node name, labels, taints and
 #     provider ID from F, the kubelet version that `apt-get install kubelet=V-*` installed,
@@ -77,6 +78,13 @@ case "$tool" in
         cp "$config" "$state/join.yaml"
         echo "$(stat -c %a "$config")" > "$state/join-config-mode"
         for s in "${TMPDIR:-/tmp}"/kbg.*; do [ -f "$s" ] && stat -c %a "$s"; done > "$state/script-modes"
+        # What `ps` shows for this process and its ancestors, up to sshd.
+        pid=$$; : > "$state/command-lines"
+        for _ in 1 2 3 4 5 6 7 8; do
+          [ "$pid" -gt 1 ] || break
+          tr '\0' ' ' < "/proc/$pid/cmdline" >> "$state/command-lines"; echo >> "$state/command-lines"
+          pid=$(awk '/^PPid:/ {print $2}' "/proc/$pid/status")
+        done
         name=$(yaml_value name "$config")
         labels=$(yaml_value node-labels "$config")
         taints=$(yaml_value register-with-taints "$config")

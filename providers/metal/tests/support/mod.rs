@@ -52,7 +52,13 @@ pub const FAKED: &[&str] = &[
 
 fn tool(env: &str, fallback: Option<&str>, name: &str) -> PathBuf {
     if let Some(p) = std::env::var_os(env) {
-        return PathBuf::from(p);
+        let p = PathBuf::from(p);
+        assert!(
+            p.is_file(),
+            "{env}={} does not exist: run scripts/test-setup, which installs Debian's openssh-server, or fix {env}",
+            p.display()
+        );
+        return p;
     }
     if let Some(f) = fallback.filter(|f| Path::new(f).exists()) {
         return PathBuf::from(f);
