@@ -441,14 +441,15 @@ impl MetalProvider {
             }
             Err(failure) => {
                 let line = failure.error.message.clone();
-                if taken_now && !failure.started {
+                let recorded = if taken_now && !failure.started {
                     // Nothing ran on the host: hand it back.
+                    tracing::warn!(pool = %pool_name, machine = %name, host = %host_name, error = %line, "could not start the bootstrap; handing the host back");
                     book::update(self.ledger.as_ref(), |b| {
                         b.release(&host_name, pool_name, name)
                     })
-                    .await?;
-                    tracing::warn!(pool = %pool_name, machine = %name, host = %host_name, error = %line, "could not start the bootstrap; host handed back");
+                    .await
                 } else {
+                    tracing::warn!(pool = %pool_name, machine = %name, host = %host_name, error = %line, "bootstrap failed; the host stays with the machine until it is deprovisioned");
                     self.mark(
                         &host_name,
                         pool_name,
@@ -456,10 +457,19 @@ impl MetalProvider {
                         HostState::BootstrapFailed,
                         &line,
                     )
-                    .await?;
-                    tracing::warn!(pool = %pool_name, machine = %name, host = %host_name, error = %line, "bootstrap failed; the host stays with the machine until it is deprovisioned");
+                    .await
+                };
+                match recorded {
+                    Ok(()) => Err(failure.error),
+                    // Say both: what failed on the host, and that kbg's record of it lags.
+                    Err(e) => Err(ProviderError::new(
+                        PROVIDER,
+                        failure.error.kind.clone(),
+                        format!("{line}; recording that in kbg's state failed too: {e}"),
+                    )
+                    .with_machine(name)
+                    .with_source(failure.error)),
                 }
-                Err(failure.error)
             }
         }
     }
@@ -884,6 +894,44 @@ mod tests {
                 .starts_with("metal: join.token: is required for pool beta: "),
             "{err}"
         );
+    }
+
+    /// A ledger that can be read (empty) but not written: kbg's state is unreachable.
+    #[derive(Debug)]
+    struct ReadOnlyLedger;
+
+    #[async_trait]
+    impl Ledger for ReadOnlyLedger {
+        async fn load(&self, _: &str) -> kbg_provider::Result<Option<kbg_provider::LedgerEntry>> {
+            Ok(None)
+        }
+        async fn store(
+            &self,
+            _: &str,
+            _: serde_json::Value,
+            _: Option<&str>,
+        ) -> kbg_provider::Result<String> {
+            Err(ProviderError::new(
+                "ledger",
+                ErrorKind::PermissionDenied,
+                "configmaps is forbidden",
+            ))
+        }
+    }
+
+    #[tokio::test]
+    async fn when_no_host_can_be_recorded_the_request_fails_before_any_ssh() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = pool(dir.path(), vec![]);
+        // The inventory's host is 10.0.0.22, unreachable from here: reaching SSH would
+        // fail differently (and slowly).
+        let provider = MetalProvider::from_pool(&p, Arc::new(ReadOnlyLedger)).unwrap();
+        let err = provider
+            .provision(&p, &["beta-0".into()])
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::PermissionDenied);
+        assert_eq!(err.to_string(), "ledger: configmaps is forbidden");
     }
 
     #[test]
