@@ -183,20 +183,26 @@ impl MetalProvider {
             (None, None) => Template::Builtin,
         };
         if matches!(template, Template::Builtin) {
-            for (field, missing) in [
+            // As kbg.yaml spells them (`cluster.join.*`) and the environment overrides them.
+            for (field, env, missing) in [
                 (
-                    "api_server_endpoint",
+                    "endpoint",
+                    "KBG_JOIN_ENDPOINT",
                     pool.join.api_server_endpoint.trim().is_empty(),
                 ),
-                ("token", pool.join.token.is_none()),
-                ("ca_cert_hash", pool.join.ca_cert_hash.is_none()),
+                ("token", "KBG_JOIN_TOKEN", pool.join.token.is_none()),
+                (
+                    "ca_cert_hash",
+                    "KBG_JOIN_CA_CERT_HASH",
+                    pool.join.ca_cert_hash.is_none(),
+                ),
             ] {
                 if missing {
                     return Err(ProviderError::invalid_config(
                         PROVIDER,
-                        format!("join.{field}"),
+                        format!("cluster.join.{field}"),
                         format!(
-                            "is required for pool {}: the metal bootstrap runs kubeadm join with it (`kubeadm token create --print-join-command` prints all three)",
+                            "is required for pool {}: the metal bootstrap runs kubeadm join with it; set it or {env} (`kubeadm token create --print-join-command` prints all three)",
                             pool.name
                         ),
                     ));
@@ -891,7 +897,7 @@ mod tests {
         let err = provider(&p).unwrap_err();
         assert!(
             err.to_string()
-                .starts_with("metal: join.token: is required for pool beta: "),
+                .starts_with("metal: cluster.join.token: is required for pool beta: "),
             "{err}"
         );
     }
