@@ -1,0 +1,2 @@
+//! Scale benchmark (placeholder until the benchmark lands).
+fn main() {}

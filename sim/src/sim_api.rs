@@ -1,0 +1,90 @@
+//! `/sim/v1/…`: the simulator's own endpoints (not Kubernetes APIs, not in discovery),
+//! behind the same bearer token:
+//!
+//! | request | what |
+//! | --- | --- |
+//! | `GET /sim/v1/stats` | [`crate::SimStats`] |
+//! | `GET /sim/v1/faults`, `PUT /sim/v1/faults` | [`crate::Faults`] |
+//! | `GET /sim/v1/audit` | every [`crate::AuditEntry`] so far |
+//! | `GET /sim/v1/time` | `{"now": RFC 3339, "speed": f64}` |
+//! | `POST /sim/v1/nodes/{name}/stop-kubelet` | the node's simulated kubelet stops (NotReady after the grace period) |
+//! | `POST /sim/v1/nodes/{name}/start-kubelet` | and starts again |
+//! | `POST /sim/v1/control-plane/{node}/upgrade` `{"version": "v1.34.0"}` | upgrades a master in place |
+
+use std::sync::Arc;
+
+use http::Method;
+use serde_json::{Value, json};
+
+use crate::server::Shared;
+use crate::status::ApiError;
+
+fn reply(code: u16, v: &Value) -> crate::api_reply::Reply {
+    crate::api_reply::Reply::json(code, v)
+}
+
+pub(crate) fn handle(
+    shared: &Arc<Shared>,
+    method: &Method,
+    segs: &[String],
+    body: &[u8],
+) -> crate::api_reply::Reply {
+    let s: Vec<&str> = segs.iter().map(String::as_str).collect();
+    let r: Result<Value, ApiError> = match (method.clone(), s.as_slice()) {
+        (Method::GET, ["stats"]) => {
+            Ok(serde_json::to_value(crate::stats_of(shared)).unwrap_or_default())
+        }
+        (Method::GET, ["faults"]) => {
+            Ok(serde_json::to_value(&shared.dice.lock().faults).unwrap_or_default())
+        }
+        (Method::PUT, ["faults"]) => match serde_json::from_slice::<crate::Faults>(body) {
+            Ok(f) => match f.validate() {
+                Ok(()) => {
+                    crate::apply_faults(shared, f.clone());
+                    Ok(serde_json::to_value(&f).unwrap_or_default())
+                }
+                Err(e) => Err(ApiError::bad_request(e)),
+            },
+            Err(e) => Err(ApiError::bad_request(format!("faults: {e}"))),
+        },
+        (Method::GET, ["audit"]) => {
+            Ok(serde_json::to_value(&shared.audit.lock().entries).unwrap_or_default())
+        }
+        (Method::GET, ["time"]) => Ok(json!({
+            "now": crate::clock::rfc3339_micro(shared.clock.now()),
+            "speed": shared.clock.speed(),
+        })),
+        (Method::POST, ["nodes", name, action @ ("stop-kubelet" | "start-kubelet")]) => {
+            let ok = shared.write(|st| {
+                if *action == "stop-kubelet" {
+                    st.stop_kubelet(name)
+                } else {
+                    st.start_kubelet(name)
+                }
+            });
+            if ok {
+                Ok(
+                    json!({"node": name, "kubelet": if *action == "stop-kubelet" { "stopped" } else { "running" }}),
+                )
+            } else {
+                Err(ApiError::not_found("nodes", "", name))
+            }
+        }
+        (Method::POST, ["control-plane", node, "upgrade"]) => {
+            let v: Value = serde_json::from_slice(body).unwrap_or_default();
+            match v.get("version").and_then(Value::as_str) {
+                Some(ver) if crate::version::parse(ver).is_some() => shared
+                    .write(|st| st.upgrade_control_plane_node(node, ver))
+                    .map(|()| json!({"node": node, "version": ver})),
+                _ => Err(ApiError::bad_request(
+                    "body: {\"version\": \"v1.X.Y\"} expected",
+                )),
+            }
+        }
+        _ => Err(ApiError::new(404, "NotFound", "no such /sim/v1 endpoint")),
+    };
+    match r {
+        Ok(v) => reply(200, &v),
+        Err(e) => e.into(),
+    }
+}
