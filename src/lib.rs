@@ -3,7 +3,8 @@
 //! The library behind the `kbg` command: configuration ([`config`], [`settings`]), the
 //! cluster client ([`client`], [`retry`], [`wait`]), state and locking ([`state`],
 //! [`lock`]), pools and cordons ([`pool`], [`cordon`]), providers ([`providers`]),
-//! Events ([`events`]), output ([`ui`]) and the commands ([`commands`]).
+//! Events ([`events`]), output ([`ui`]) and the commands ([`commands`]). The drain engine
+//! ([`drain`], [`preflight`], [`plan`]) evicts pods without breaking PDBs.
 
 pub mod cli;
 pub mod client;
@@ -11,11 +12,14 @@ pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod cordon;
+pub mod drain;
 pub mod duration;
 pub mod error;
 pub mod events;
 pub mod lock;
+pub mod plan;
 pub mod pool;
+pub mod preflight;
 pub mod providers;
 pub mod retry;
 pub mod selector;
