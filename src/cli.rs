@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::config::BatchSizeSpec;
 use crate::duration::clap_parse as duration;
+use crate::plan::BatchSize;
 use crate::selector::Selector;
 
 /// Replace Kubernetes worker pools blue/green: deploy a new pool, migrate the workloads
@@ -93,6 +93,16 @@ pub enum Command {
     Status(StatusArgs),
     /// Run deploy-pool, migrate and teardown on an embedded simulated cluster
     Demo(DemoArgs),
+    /// The simulated cluster
+    #[command(subcommand)]
+    Sim(SimCommand),
+}
+
+/// `kbg sim …`.
+#[derive(Debug, Subcommand)]
+pub enum SimCommand {
+    /// Serve a simulated cluster in the foreground until Ctrl-C or SIGTERM
+    Serve(kbg_sim::ServeArgs),
 }
 
 /// `kbg deploy-pool NAME`.
@@ -119,7 +129,7 @@ pub struct DeployPoolArgs {
 pub struct DrainArgs {
     /// Nodes drained at once: a count, or a share of the pool such as 25% [default: 1]
     #[arg(long, env = "KBG_BATCH_SIZE", value_name = "N|N%")]
-    pub batch_size: Option<BatchSizeSpec>,
+    pub batch_size: Option<BatchSize>,
 
     /// Wait after each batch but the last, source nodes still present [default: 0s]
     #[arg(long, env = "KBG_BATCH_SOAK", value_parser = duration, value_name = "DURATION")]
@@ -273,7 +283,7 @@ mod tests {
         assert_eq!(m.drain.force, Some(true));
         assert_eq!(m.drain.delete_emptydir_data, Some(false));
         assert_eq!(m.drain.grace_period, Some(-1));
-        assert_eq!(m.drain.batch_size, Some(BatchSizeSpec::Percent(25)));
+        assert_eq!(m.drain.batch_size, Some(BatchSize::Percent(25)));
         assert_eq!(m.drain.drain_timeout, Some(Duration::from_secs(300)));
         assert_eq!(m.drain.wait_for_ready, None);
         assert!(!m.dry_run);

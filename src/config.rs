@@ -46,6 +46,7 @@ use std::time::Duration;
 use kbg_provider::{POOL_LABEL, Secret, Taint, TaintEffect};
 use serde_json::{Map, Value};
 
+use crate::plan::BatchSize;
 use crate::selector::{
     Selector, validate_dns_label, validate_dns_subdomain, validate_label_value,
     validate_qualified_name,
@@ -107,64 +108,12 @@ impl fmt::Display for ConfigError {
     }
 }
 
-/// How many nodes a batch drains: a count or a share of the pool (`--batch-size`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-pub enum BatchSizeSpec {
-    /// This many nodes at a time (at least 1).
-    Nodes(usize),
-    /// This percentage of the pool at a time (1–100), rounded up to at least one node.
-    Percent(u8),
-}
-
-impl BatchSizeSpec {
-    /// Parse `3` or `25%`.
-    ///
-    /// # Errors
-    /// A message naming the accepted forms.
-    pub fn parse(s: &str) -> Result<Self, String> {
-        let t = s.trim();
-        let bad = || {
-            format!(
-                "{s:?} is not a batch size; accepted forms: a node count such as 3, or a percentage from 1% to 100% such as 25%"
-            )
-        };
-        if let Some(p) = t.strip_suffix('%') {
-            match p.trim().parse::<u8>() {
-                Ok(n) if (1..=100).contains(&n) => Ok(BatchSizeSpec::Percent(n)),
-                _ => Err(bad()),
-            }
-        } else {
-            match t.parse::<usize>() {
-                Ok(n) if n >= 1 => Ok(BatchSizeSpec::Nodes(n)),
-                _ => Err(bad()),
-            }
-        }
-    }
-}
-
-impl fmt::Display for BatchSizeSpec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            BatchSizeSpec::Nodes(n) => write!(f, "{n}"),
-            BatchSizeSpec::Percent(p) => write!(f, "{p}%"),
-        }
-    }
-}
-
-impl std::str::FromStr for BatchSizeSpec {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        BatchSizeSpec::parse(s)
-    }
-}
-
 /// The migration knobs as a file gives them: every one optional; flags and the
 /// environment override them (see `settings`).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct MigrationKnobs {
     /// Nodes per batch.
-    pub batch_size: Option<BatchSizeSpec>,
+    pub batch_size: Option<BatchSize>,
     /// Wait after each batch but the last (cluster time).
     pub batch_soak: Option<Duration>,
     /// Wait after the whole pool is drained, nodes kept cordoned (cluster time).
@@ -717,9 +666,12 @@ impl Walker {
                 }
             };
             if let Some(s) = s {
-                match BatchSizeSpec::parse(&s) {
+                match s.parse::<BatchSize>() {
                     Ok(b) => k.batch_size = Some(b),
-                    Err(e) => self.issue(f, e),
+                    Err(e) => self.issue(
+                        f,
+                        format!("{:?} {}; accepted forms: a node count such as 3, or a percentage from 1% to 100% such as 25%", e.value, e.problem),
+                    ),
                 }
             }
         }
@@ -1151,14 +1103,14 @@ pools:
         assert_eq!(c.cluster.state_namespace.as_deref(), Some("kbg-system"));
         assert_eq!(c.cluster.lease_duration, Some(Duration::from_secs(20)));
         assert!(c.cluster.join.token.is_some());
-        assert_eq!(c.migration.batch_size, Some(BatchSizeSpec::Nodes(2)));
+        assert_eq!(c.migration.batch_size, Some(BatchSize::Nodes(2)));
         let alpha = c.pool("alpha").unwrap();
         assert_eq!(
             alpha.selector().to_string(),
             "eks.amazonaws.com/nodegroup=alpha"
         );
         assert_eq!(alpha.version, None);
-        assert_eq!(alpha.migration.batch_size, Some(BatchSizeSpec::Percent(25)));
+        assert_eq!(alpha.migration.batch_size, Some(BatchSize::Percent(25)));
         assert_eq!(alpha.migration.final_soak, Some(Duration::from_secs(3600)));
         let beta = c.pool("beta").unwrap();
         assert_eq!(beta.selector().to_string(), "kbg.io/pool=beta");
@@ -1173,7 +1125,7 @@ pools:
         assert_eq!(beta.settings["boot_seconds"], 5);
         // Pool knobs fall back to the file's defaults.
         let k = alpha.migration.or(&c.migration);
-        assert_eq!(k.batch_size, Some(BatchSizeSpec::Percent(25)));
+        assert_eq!(k.batch_size, Some(BatchSize::Percent(25)));
         assert_eq!(k.eviction_retry_interval, Some(Duration::from_secs(5)));
     }
 
@@ -1433,22 +1385,5 @@ pools:
             e,
             "pool \"gamma\" is not defined in kbg.yaml; its pools are: alpha, beta"
         );
-    }
-
-    #[test]
-    fn batch_sizes() {
-        for (s, ok) in [
-            ("1", Some(BatchSizeSpec::Nodes(1))),
-            ("25%", Some(BatchSizeSpec::Percent(25))),
-            ("100%", Some(BatchSizeSpec::Percent(100))),
-            ("0", None),
-            ("0%", None),
-            ("101%", None),
-            ("-1", None),
-            ("x", None),
-            ("%", None),
-        ] {
-            assert_eq!(BatchSizeSpec::parse(s).ok(), ok, "{s}");
-        }
     }
 }

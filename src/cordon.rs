@@ -137,20 +137,22 @@ pub enum Uncordoned {
     Uncordoned,
     /// A person had cordoned it before kbg: left cordoned, kbg's note removed.
     LeftCordoned,
-    /// kbg's note is not on it: not kbg's to uncordon; untouched.
+    /// The operation's note is not on it: not its to uncordon; untouched.
     NotOurs,
     /// The node no longer exists.
     Gone,
 }
 
-/// Undo kbg's cordon of node `name`: uncordon it if kbg cordoned it from schedulable,
-/// and remove kbg's note either way. Never uncordons a node kbg did not cordon.
+/// Undo `operation`'s cordon of node `name`: uncordon it if kbg cordoned it from
+/// schedulable, and remove kbg's note either way. Never uncordons a node kbg did not
+/// cordon, nor one another operation cordoned.
 ///
 /// # Errors
 /// When the node cannot be read or patched.
 pub async fn uncordon_if_ours(
     client: &kube::Client,
     name: &str,
+    operation: &str,
     clock: Clock,
 ) -> Result<Uncordoned, kube::Error> {
     let api: Api<Node> = Api::all(client.clone());
@@ -159,7 +161,7 @@ pub async fn uncordon_if_ours(
         let Some(node) = retry(clock, "get node", || api.get_opt(name)).await? else {
             return Ok(Uncordoned::Gone);
         };
-        let Some(note) = note_of(&node) else {
+        let Some(note) = note_of(&node).filter(|n| n.operation == operation) else {
             return Ok(Uncordoned::NotOurs);
         };
         let (patch, outcome) = if note.was_unschedulable {

@@ -29,3 +29,4 @@ pub mod state;
 pub mod ui;
 pub mod version;
 pub mod wait;
+pub mod workloads;

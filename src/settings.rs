@@ -12,10 +12,11 @@ use crate::cli::{DrainArgs, GlobalArgs, OutputFormat};
 use crate::client::KubeTarget;
 use crate::clock::Clock;
 use crate::config::{
-    BatchSizeSpec, CONFIG_ENV, Config, DEFAULT_CONFIG_PATH, JoinSettings, MigrationKnobs,
-    PoolConfig, join_from_env,
+    CONFIG_ENV, Config, DEFAULT_CONFIG_PATH, JoinSettings, MigrationKnobs, PoolConfig,
+    join_from_env,
 };
 use crate::error::{Error, Result};
+use crate::plan::BatchSize;
 use crate::selector::{Selector, validate_dns_label};
 
 /// Where kbg keeps its state and Leases unless told otherwise.
@@ -28,7 +29,7 @@ pub const DEFAULT_LEASE_DURATION: Duration = Duration::from_secs(15);
 
 /// One node per batch: kops rolling updates and EKS managed node groups
 /// (`maxUnavailable: 1`) replace one node at a time by default.
-pub const DEFAULT_BATCH_SIZE: BatchSizeSpec = BatchSizeSpec::Nodes(1);
+pub const DEFAULT_BATCH_SIZE: BatchSize = BatchSize::Nodes(1);
 /// kubectl drain waits 5 s before evicting a pod again after a PDB's 429.
 pub const DEFAULT_EVICTION_RETRY_INTERVAL: Duration = Duration::from_secs(5);
 /// kubectl drain evicts every pod of a node at once; kbg bounds the evictions in flight.
@@ -158,7 +159,8 @@ pub fn resolve(global: &GlobalArgs, env: &dyn Fn(&str) -> Option<String>) -> Res
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct DrainSettings {
     /// Nodes per batch.
-    pub batch_size: BatchSizeSpec,
+    #[serde(serialize_with = "display")]
+    pub batch_size: BatchSize,
     /// Wait after each batch but the last (cluster time).
     #[serde(with = "secs")]
     pub batch_soak: Duration,
@@ -211,6 +213,10 @@ mod opt_secs {
             None => s.serialize_none(),
         }
     }
+}
+
+fn display<S: serde::Serializer, T: std::fmt::Display>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
 }
 
 fn display_opt<S: serde::Serializer>(v: &Option<Selector>, s: S) -> Result<S::Ok, S::Error> {
@@ -375,20 +381,20 @@ mod tests {
         assert_eq!((d.grace_period, d.timeout), (None, None));
         // File, with the source pool's block first.
         let d = resolve_drain(&DrainArgs::default(), Some(alpha), &cfg.migration);
-        assert_eq!(d.batch_size, BatchSizeSpec::Percent(50));
+        assert_eq!(d.batch_size, BatchSize::Percent(50));
         assert_eq!(d.final_soak, Duration::from_secs(600));
         assert_eq!(d.batch_soak, Duration::from_secs(60));
         assert!(d.force);
         assert_eq!(d.grace_period, Some(30));
         // Flags win; --grace-period -1 means the pod's own.
         let flags = DrainArgs {
-            batch_size: Some(BatchSizeSpec::Nodes(3)),
+            batch_size: Some(BatchSize::Nodes(3)),
             force: Some(false),
             grace_period: Some(-1),
             ..Default::default()
         };
         let d = resolve_drain(&flags, Some(alpha), &cfg.migration);
-        assert_eq!(d.batch_size, BatchSizeSpec::Nodes(3));
+        assert_eq!(d.batch_size, BatchSize::Nodes(3));
         assert!(!d.force);
         assert_eq!(d.grace_period, None);
         assert_eq!(d.final_soak, Duration::from_secs(600));

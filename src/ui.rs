@@ -101,3 +101,38 @@ impl Ui {
         let _ = out.flush();
     }
 }
+
+/// A table in kubectl's style: a header row, columns left-aligned, three spaces apart.
+pub fn table<const N: usize>(
+    header: [&str; N],
+    rows: impl IntoIterator<Item = [String; N]>,
+) -> String {
+    let mut t = comfy_table::Table::new();
+    t.load_style(comfy_table::presets::NOTHING);
+    t.set_header(header);
+    for r in rows {
+        t.add_row(r);
+    }
+    for c in t.column_iter_mut() {
+        c.set_padding((0, 3));
+    }
+    t.lines()
+        .map(|l| l.trim_end().to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn tables_look_like_kubectl() {
+        let t = super::table(
+            ["NODE", "READY"],
+            [
+                ["alpha-0".to_string(), "True".to_string()],
+                ["b".to_string(), "False".to_string()],
+            ],
+        );
+        assert_eq!(t, "NODE      READY\nalpha-0   True\nb         False");
+    }
+}

@@ -98,17 +98,17 @@ impl DeployReport {
     }
 
     fn human(&self) -> String {
-        let mut t = comfy_table::Table::new();
-        t.load_style(comfy_table::presets::NOTHING);
-        t.set_header(["MACHINE", "NODE", "READY", "PROVIDER ID"]);
-        for m in &self.machines {
-            t.add_row([
-                m.name.clone(),
-                m.node.clone().unwrap_or_else(|| "-".into()),
-                if m.ready { "yes" } else { "no" }.to_string(),
-                m.provider_id.clone().unwrap_or_else(|| "-".into()),
-            ]);
-        }
+        let t = crate::ui::table(
+            ["MACHINE", "NODE", "READY", "PROVIDER ID"],
+            self.machines.iter().map(|m| {
+                [
+                    m.name.clone(),
+                    m.node.clone().unwrap_or_else(|| "-".into()),
+                    if m.ready { "yes" } else { "no" }.to_string(),
+                    m.provider_id.clone().unwrap_or_else(|| "-".into()),
+                ]
+            }),
+        );
         let mut out = format!("{t}\n");
         for f in &self.failed {
             out.push_str(&format!("failed: {}: {}\n", f.name, f.reason));

@@ -2,7 +2,10 @@
 //! changing command runs (holding its pools' Leases, stopping cleanly on Ctrl-C,
 //! SIGTERM or a lost Lease).
 
+pub mod demo;
 pub mod deploy_pool;
+pub mod migrate;
+pub mod rollback;
 pub mod status;
 pub mod teardown;
 
@@ -167,22 +170,23 @@ async fn interrupted() -> &'static str {
 pub async fn run(cli: Cli) -> Result<ExitCode> {
     let ui = Ui::new(cli.global.output);
     let env = |k: &str| std::env::var(k).ok();
+    let resolve = || settings::resolve(&cli.global, &env);
     match cli.command {
-        Command::DeployPool(args) => {
-            let s = settings::resolve(&cli.global, &env)?;
-            deploy_pool::run(s, args, ui).await
-        }
-        Command::Teardown(args) => {
-            let s = settings::resolve(&cli.global, &env)?;
-            teardown::run(s, args, ui).await
-        }
-        Command::Status(args) => {
-            let s = settings::resolve(&cli.global, &env)?;
-            status::run(s, args, ui).await
-        }
-        Command::Migrate(_) | Command::Rollback(_) | Command::Demo(_) => {
-            Err(Error::Failed("not built yet".into()))
-        }
+        Command::DeployPool(ref args) => deploy_pool::run(resolve()?, args.clone(), ui).await,
+        Command::Migrate(ref args) => migrate::run(resolve()?, args.clone(), ui).await,
+        Command::Teardown(ref args) => teardown::run(resolve()?, args.clone(), ui).await,
+        Command::Rollback(ref args) => rollback::run(resolve()?, args.clone(), ui).await,
+        Command::Status(ref args) => status::run(resolve()?, args.clone(), ui).await,
+        Command::Demo(ref args) => demo::run(&cli.global, args.clone(), ui).await,
+        Command::Sim(crate::cli::SimCommand::Serve(ref args)) => kbg_sim::serve(args.clone())
+            .await
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(|e| match e {
+                kbg_sim::SimError::Scenario(_) | kbg_sim::SimError::Config(_) => {
+                    Error::usage(e.to_string())
+                }
+                other => Error::Failed(other.to_string()),
+            }),
     }
 }
 

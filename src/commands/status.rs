@@ -104,50 +104,48 @@ pub struct StatusReport {
 
 impl StatusReport {
     fn human(&self) -> String {
-        use comfy_table::{Table, presets::NOTHING};
-        let mut out = String::new();
-        let mut t = Table::new();
-        t.load_style(NOTHING);
-        t.set_header([
-            "NODE", "POOL", "ROLE", "VERSION", "READY", "CORDONED", "PODS", "MACHINE",
-        ]);
-        for n in &self.nodes {
-            t.add_row([
-                n.name.clone(),
-                n.pool.clone().unwrap_or_else(|| "-".into()),
-                n.role.clone(),
-                n.kubelet_version.clone().unwrap_or_else(|| "-".into()),
-                if n.ready { "True" } else { "False" }.into(),
-                match (&n.cordoned, &n.cordoned_by) {
-                    (false, _) => "no".into(),
-                    (true, Some(op)) => format!("yes (kbg {op})"),
-                    (true, None) => "yes".into(),
-                },
-                n.pods.to_string(),
-                n.machine.clone().unwrap_or_else(|| "-".into()),
-            ]);
-        }
-        out.push_str(&format!("{t}\n\n"));
-        let mut t = Table::new();
-        t.load_style(NOTHING);
-        t.set_header([
-            "POOL", "PROVIDER", "NODES", "READY", "CORDONED", "VERSIONS", "SELECTOR",
-        ]);
-        for p in &self.pools {
-            t.add_row([
-                p.name.clone(),
-                p.provider.clone().unwrap_or_else(|| "-".into()),
-                match p.desired {
-                    Some(d) => format!("{}/{d}", p.nodes),
-                    None => p.nodes.to_string(),
-                },
-                p.ready.to_string(),
-                p.cordoned.to_string(),
-                p.versions.join(","),
-                p.selector.clone(),
-            ]);
-        }
-        out.push_str(&format!("{t}\n"));
+        let mut out = crate::ui::table(
+            [
+                "NODE", "POOL", "ROLE", "VERSION", "READY", "CORDONED", "PODS", "MACHINE",
+            ],
+            self.nodes.iter().map(|n| {
+                [
+                    n.name.clone(),
+                    n.pool.clone().unwrap_or_else(|| "-".into()),
+                    n.role.clone(),
+                    n.kubelet_version.clone().unwrap_or_else(|| "-".into()),
+                    if n.ready { "True" } else { "False" }.into(),
+                    match (&n.cordoned, &n.cordoned_by) {
+                        (false, _) => "no".into(),
+                        (true, Some(op)) => format!("yes (kbg {op})"),
+                        (true, None) => "yes".into(),
+                    },
+                    n.pods.to_string(),
+                    n.machine.clone().unwrap_or_else(|| "-".into()),
+                ]
+            }),
+        );
+        out.push_str("\n\n");
+        out.push_str(&crate::ui::table(
+            [
+                "POOL", "PROVIDER", "NODES", "READY", "CORDONED", "VERSIONS", "SELECTOR",
+            ],
+            self.pools.iter().map(|p| {
+                [
+                    p.name.clone(),
+                    p.provider.clone().unwrap_or_else(|| "-".into()),
+                    match p.desired {
+                        Some(d) => format!("{}/{d}", p.nodes),
+                        None => p.nodes.to_string(),
+                    },
+                    p.ready.to_string(),
+                    p.cordoned.to_string(),
+                    p.versions.join(","),
+                    p.selector.clone(),
+                ]
+            }),
+        ));
+        out.push('\n');
         let active: Vec<&OperationRow> = self
             .operations
             .iter()

@@ -202,6 +202,13 @@ async fn teardown(
         ));
     }
 
+    // The machines, listed while their nodes still exist (a simulated machine is its
+    // node, and other providers may need the node to find theirs).
+    let machines = provider
+        .list(spec)
+        .await
+        .map_err(|e| Error::provider(format!("listing the machines of pool {name}"), e))?;
+
     record.op.go(Phase::DeletingNodes);
     ctx.state.put(&key, &record).await?;
     let api: Api<Node> = Api::all(ctx.client.clone());
@@ -248,10 +255,16 @@ async fn teardown(
 
     record.op.go(Phase::Deprovisioning);
     ctx.state.put(&key, &record).await?;
-    let machines = provider
+    let mut machines = machines;
+    for m in provider
         .list(spec)
         .await
-        .map_err(|e| Error::provider(format!("listing the machines of pool {name}"), e))?;
+        .map_err(|e| Error::provider(format!("listing the machines of pool {name}"), e))?
+    {
+        if !machines.iter().any(|k| k.name == m.name) {
+            machines.push(m);
+        }
+    }
     let mut removed = Vec::new();
     if !machines.is_empty() {
         ctx.ui.step(format_args!(
@@ -273,7 +286,11 @@ async fn teardown(
             )));
         }
     }
-    record.machines_removed.extend(removed.iter().cloned());
+    for r in removed {
+        if !record.machines_removed.contains(&r) {
+            record.machines_removed.push(r);
+        }
+    }
 
     // Verify: no machine listed, no node of the pool.
     let still = provider
