@@ -31,6 +31,9 @@ const MAX_BODY: usize = 16 << 20;
 #[derive(Debug)]
 enum Route {
     Health,
+    /// `/openapi/v2`, `/openapi/v3`: documents without definitions (kubectl skips client
+    /// validation of kinds it finds no schema for)
+    OpenApi(bool),
     Version,
     Api,
     Apis,
@@ -64,6 +67,8 @@ fn route(path: &str) -> Route {
     match s.as_slice() {
         ["healthz" | "livez" | "readyz", ..] => Route::Health,
         ["version"] => Route::Version,
+        ["openapi", "v2"] => Route::OpenApi(false),
+        ["openapi", "v3", ..] => Route::OpenApi(true),
         ["api"] => Route::Api,
         ["apis"] => Route::Apis,
         ["sim", "v1", rest @ ..] => Route::Sim(rest.iter().map(|x| x.to_string()).collect()),
@@ -341,6 +346,28 @@ fn dispatch(
 ) -> Reply {
     match route {
         Route::Health => Reply::text(200, "ok"),
+        Route::OpenApi(v3) => {
+            let accept = headers
+                .get(header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            if v3 {
+                Reply::json(200, &json!({"paths": {}}))
+            } else if accept.contains("protobuf") {
+                // an empty protobuf message: an OpenAPI document with no definitions
+                let mut r = Reply::bytes(200, Bytes::new());
+                r.content_type =
+                    "application/com.github.proto-openapi.spec.v2.v1.0+protobuf".into();
+                r
+            } else {
+                let version = shared.read(|st| st.apiserver_version());
+                Reply::json(
+                    200,
+                    &json!({"swagger": "2.0", "info": {"title": "Kubernetes", "version": version},
+                            "paths": {}, "definitions": {}}),
+                )
+            }
+        }
         Route::Version => {
             let v = shared.read(|st| st.apiserver_version());
             Reply::json(200, &crate::version::version_info(&v))
@@ -401,13 +428,12 @@ fn check_kind(v: &Value, def: &ResDef, kinds: &[(&str, &str)]) -> Result<(), Api
     }
     let kind = v.get("kind").and_then(Value::as_str).unwrap_or("");
     let api = v.get("apiVersion").and_then(Value::as_str).unwrap_or("");
-    if kind.is_empty() {
-        let text = v.to_string();
-        return Err(ApiError::bad_request(format!(
-            "Object 'Kind' is missing in '{text}'"
-        )));
-    }
-    if !kinds.iter().any(|(k, a)| *k == kind && *a == api) {
+    // a missing kind or apiVersion defaults to the URL's, as the API server's decoder
+    // does (kube-rs sends evictions without them)
+    if !kinds
+        .iter()
+        .any(|(k, a)| (kind.is_empty() || *k == kind) && (api.is_empty() || *a == api))
+    {
         return Err(ApiError::bad_request(format!(
             "{kind} in version {:?} cannot be handled as a {}: no kind {kind:?} is registered for version {api:?} in scheme",
             api.rsplit('/').next().unwrap_or(""),
@@ -573,7 +599,7 @@ fn resource(
                     let opts = delete_opts(body, q)?;
                     let res = def.res;
                     let outcome = shared.write(|st| {
-                        if matches!(res, Res::Pod | Res::Node | Res::Namespace) {
+                        if matches!(res, Res::Pod | Res::Node) {
                             st.tx.client_action = true;
                         }
                         let r = st.delete(res, &key, &opts);

@@ -283,6 +283,14 @@ fn load(st: &mut State, s: &Scenario) -> Result<(), SimError> {
     st.settling = true;
     while st.tick(usize::MAX) {}
     st.settling = false;
+    // the books start with the settled cluster, not with its build-up
+    let keys: Vec<_> = st.table(Res::Pdb).objs.keys().cloned().collect();
+    for m in st.disruption.by_ns.values_mut() {
+        for e in m.values_mut() {
+            e.books = Default::default();
+        }
+    }
+    st.disruption.sync_dirty.extend(keys);
     st.end_tx();
     Ok(())
 }

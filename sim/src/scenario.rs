@@ -589,3 +589,15 @@ mod tests {
         assert!(e.contains("version"), "{e}");
     }
 }
+
+#[cfg(test)]
+mod example_tests {
+    use super::*;
+
+    #[test]
+    fn the_example_scenario_loads() {
+        let s = Scenario::from_yaml(include_str!("../../examples/sim-scenario.yaml")).unwrap();
+        assert_eq!(s.pools[0].count, 3);
+        assert!(s.workloads.iter().any(|w| w.empty_dir));
+    }
+}

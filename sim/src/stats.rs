@@ -31,7 +31,7 @@ pub struct PdbStats {
     /// Lowest currentHealthy − desiredHealthy seen since the PDB was first satisfied
     /// (`None` if it never was).
     pub min_margin_seen: Option<i64>,
-    /// Client actions (direct pod delete, node delete with pods, namespace delete,
+    /// Client actions (direct pod delete or deletecollection, node delete with pods,
     /// eviction) that took it below desiredHealthy after it was first satisfied.
     pub violations: u64,
     /// The PDB has been deleted (its books are kept).

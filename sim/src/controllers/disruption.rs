@@ -27,15 +27,15 @@
 //! Kept for every PDB, independently of any client and of the status above:
 //! - the PDB is *armed* from the first moment its `currentHealthy ≥ desiredHealthy`;
 //! - once armed, each transaction that is a client's action taking pods away — a DELETE
-//!   of a pod, a node with pods on it, or a namespace; a deletecollection of pods; an
-//!   eviction — and that lowers the PDB's `currentHealthy` to below `desiredHealthy`
-//!   counts **one violation** (however many pods it took);
+//!   of a pod or of a node with pods on it, a deletecollection of pods, an eviction —
+//!   and that lowers the PDB's `currentHealthy` to below `desiredHealthy` counts **one
+//!   violation** (however many pods it took);
 //! - `min_margin_seen` is the lowest `currentHealthy − desiredHealthy` seen at the end of
 //!   any transaction after the PDB was armed.
 //!
-//! Controllers' own deletions (a Deployment scaled down, a rolling update), the kubelet
-//! losing a pod's readiness and taint-based evictions are not client actions and never
-//! count. Since eviction refuses exactly what the API server refuses, an eviction never
+//! Controllers' own deletions (a Deployment scaled down, a rolling update, the garbage
+//! collector, the namespace controller after a namespace is deleted), the kubelet losing
+//! a pod's readiness and taint-based evictions are not client actions and never count. Since eviction refuses exactly what the API server refuses, an eviction never
 //! makes a violation; a violation means a client deleted pods directly.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};

@@ -488,6 +488,8 @@ fn running_status(v: &mut Value, host_ip: &str, pod_ip: Option<&str>, now: &str)
     let start_time = get_str(v, &["status", "startTime"])
         .unwrap_or(now)
         .to_string();
+    let host_network = spec.get("hostNetwork").and_then(Value::as_bool) == Some(true);
+    let pod_ip = if host_network { Some(host_ip) } else { pod_ip };
     let status = obj_mut(v, &["status"]);
     status.insert("phase".into(), json!("Running"));
     status.insert("hostIP".into(), json!(host_ip));

@@ -53,3 +53,55 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A raw request: status, headers and body text.
+pub async fn raw(
+    client: &kube::Client,
+    method: &str,
+    path: &str,
+    body: serde_json::Value,
+) -> (u16, http::HeaderMap, String) {
+    use http_body_util::BodyExt;
+    let bytes = if body.is_null() {
+        vec![]
+    } else {
+        serde_json::to_vec(&body).unwrap()
+    };
+    let req = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("Content-Type", "application/json")
+        .body(kube::client::Body::from(bytes))
+        .unwrap();
+    let res = client.send(req).await.expect("request sent");
+    let code = res.status().as_u16();
+    let headers = res.headers().clone();
+    let text =
+        String::from_utf8(res.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    (code, headers, text)
+}
+
+/// The pods of a namespace matching a label selector.
+pub async fn pods(
+    client: &kube::Client,
+    ns: &str,
+    selector: &str,
+) -> Vec<k8s_openapi::api::core::v1::Pod> {
+    let api: kube::Api<k8s_openapi::api::core::v1::Pod> = kube::Api::namespaced(client.clone(), ns);
+    api.list(&kube::api::ListParams::default().labels(selector))
+        .await
+        .unwrap()
+        .items
+}
+
+/// Whether a pod is Running and Ready and not terminating.
+pub fn running_ready(p: &k8s_openapi::api::core::v1::Pod) -> bool {
+    p.metadata.deletion_timestamp.is_none()
+        && p.status.as_ref().is_some_and(|s| {
+            s.phase.as_deref() == Some("Running")
+                && s.conditions
+                    .iter()
+                    .flatten()
+                    .any(|c| c.type_ == "Ready" && c.status == "True")
+        })
+}
