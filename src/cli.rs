@@ -241,7 +241,7 @@ pub struct StatusArgs {
 #[derive(Debug, Args, Clone)]
 pub struct DemoArgs {
     /// Speed of the embedded cluster: cluster seconds per wall second
-    #[arg(long, default_value_t = 30.0, value_name = "X")]
+    #[arg(long, default_value_t = 10.0, value_name = "X")]
     pub speed: f64,
 }
 

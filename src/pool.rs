@@ -53,6 +53,15 @@ pub fn is_control_plane(node: &Node) -> bool {
         .any(|k| l.is_some_and(|l| l.contains_key(*k)))
 }
 
+/// The names of the control-plane nodes among `nodes`.
+pub fn control_plane_names(nodes: &[Node]) -> Vec<&str> {
+    nodes
+        .iter()
+        .filter(|n| is_control_plane(n))
+        .map(name)
+        .collect()
+}
+
 /// `control-plane` or `worker`.
 pub fn role(node: &Node) -> &'static str {
     if is_control_plane(node) {

@@ -114,35 +114,45 @@ fn ready(
     ready.unwrap_or(0) >= desired.unwrap_or(1) && observed.unwrap_or(0) >= generation.unwrap_or(0)
 }
 
-fn deployment_ready(d: &Deployment) -> bool {
-    let s = d.status.as_ref();
-    ready(
-        d.spec.as_ref().and_then(|s| s.replicas),
-        s.and_then(|s| s.ready_replicas),
-        d.metadata.generation,
-        s.and_then(|s| s.observed_generation),
-    )
+/// A workload kind kbg waits for: its replicas, ready replicas and observed generation.
+trait Scaled:
+    kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+    + Clone
+    + serde::de::DeserializeOwned
+    + fmt::Debug
+    + Send
+    + Sync
+    + 'static
+{
+    /// `Deployment`, `StatefulSet`, `ReplicaSet`.
+    const KIND: &'static str;
+    /// `(spec.replicas, status.readyReplicas, status.observedGeneration)`.
+    fn counts(&self) -> (Option<i32>, Option<i32>, Option<i64>);
+    /// Ready for the current generation.
+    fn is_ready(&self) -> bool {
+        let (desired, r, observed) = self.counts();
+        ready(desired, r, self.meta().generation, observed)
+    }
 }
 
-fn statefulset_ready(d: &StatefulSet) -> bool {
-    let s = d.status.as_ref();
-    ready(
-        d.spec.as_ref().and_then(|s| s.replicas),
-        s.and_then(|s| s.ready_replicas),
-        d.metadata.generation,
-        s.and_then(|s| s.observed_generation),
-    )
+macro_rules! scaled {
+    ($t:ty, $kind:literal) => {
+        impl Scaled for $t {
+            const KIND: &'static str = $kind;
+            fn counts(&self) -> (Option<i32>, Option<i32>, Option<i64>) {
+                let s = self.status.as_ref();
+                (
+                    self.spec.as_ref().and_then(|s| s.replicas),
+                    s.and_then(|s| s.ready_replicas),
+                    s.and_then(|s| s.observed_generation),
+                )
+            }
+        }
+    };
 }
-
-fn replicaset_ready(d: &ReplicaSet) -> bool {
-    let s = d.status.as_ref();
-    ready(
-        d.spec.as_ref().and_then(|s| s.replicas),
-        s.and_then(|s| s.ready_replicas),
-        d.metadata.generation,
-        s.and_then(|s| s.observed_generation),
-    )
-}
+scaled!(Deployment, "Deployment");
+scaled!(StatefulSet, "StatefulSet");
+scaled!(ReplicaSet, "ReplicaSet");
 
 fn named<K: kube::Resource>(set: &[Arc<K>], w: &Workload) -> Option<Arc<K>> {
     set.iter()
@@ -151,6 +161,17 @@ fn named<K: kube::Resource>(set: &[Arc<K>], w: &Workload) -> Option<Arc<K>> {
                 && o.meta().namespace.as_deref() == Some(w.namespace.as_str())
         })
         .cloned()
+}
+
+async fn ready_one<K: Scaled>(
+    client: &kube::Client,
+    w: &Workload,
+    clock: Clock,
+) -> Result<bool, kube::Error> {
+    let api: Api<K> = Api::namespaced(client.clone(), &w.namespace);
+    Ok(retry(clock, "get workload", || api.get_opt(&w.name))
+        .await?
+        .is_none_or(|d| d.is_ready()))
 }
 
 /// The workloads of `set` that are Ready now (a workload that no longer exists counts
@@ -166,30 +187,49 @@ pub async fn ready_now(
     let mut out = BTreeSet::new();
     for w in set {
         let is_ready = match w.kind {
-            "Deployment" => {
-                let api: Api<Deployment> = Api::namespaced(client.clone(), &w.namespace);
-                retry(clock, "get deployment", || api.get_opt(&w.name))
-                    .await?
-                    .is_none_or(|d| deployment_ready(&d))
-            }
-            "StatefulSet" => {
-                let api: Api<StatefulSet> = Api::namespaced(client.clone(), &w.namespace);
-                retry(clock, "get statefulset", || api.get_opt(&w.name))
-                    .await?
-                    .is_none_or(|d| statefulset_ready(&d))
-            }
-            _ => {
-                let api: Api<ReplicaSet> = Api::namespaced(client.clone(), &w.namespace);
-                retry(clock, "get replicaset", || api.get_opt(&w.name))
-                    .await?
-                    .is_none_or(|d| replicaset_ready(&d))
-            }
+            "Deployment" => ready_one::<Deployment>(client, w, clock).await?,
+            "StatefulSet" => ready_one::<StatefulSet>(client, w, clock).await?,
+            _ => ready_one::<ReplicaSet>(client, w, clock).await?,
         };
         if is_ready {
             out.insert(w.clone());
         }
     }
     Ok(out)
+}
+
+/// Wait on a watch of kind `K` until the workloads of `set` of that kind are Ready;
+/// returns those still not Ready at `limit`.
+async fn wait_kind<K: Scaled>(
+    client: &kube::Client,
+    set: &BTreeSet<Workload>,
+    clock: Clock,
+    limit: Duration,
+) -> Vec<Workload> {
+    let mine: Vec<&Workload> = set.iter().filter(|w| w.kind == K::KIND).collect();
+    if mine.is_empty() {
+        return Vec::new();
+    }
+    let result = wait::until(
+        Api::<K>::all(client.clone()),
+        watcher::Config::default(),
+        clock,
+        limit,
+        format!("{}s to be Ready", K::KIND),
+        |all| {
+            mine.iter()
+                .all(|w| named(all, w).is_none_or(|d| d.is_ready()))
+        },
+    )
+    .await;
+    match result {
+        Ok(_) => Vec::new(),
+        Err(t) => mine
+            .into_iter()
+            .filter(|w| named(&t.last, w).is_some_and(|d| !d.is_ready()))
+            .cloned()
+            .collect(),
+    }
 }
 
 /// Wait, on watches, until every workload of `set` is Ready, within `limit` (cluster
@@ -204,77 +244,10 @@ pub async fn wait_ready(
     limit: Duration,
 ) -> Result<(), Vec<Workload>> {
     let start = clock.now();
-    let left = |start| limit.saturating_sub(clock.elapsed(start));
-    let of =
-        |kind: &str| -> Vec<Workload> { set.iter().filter(|w| w.kind == kind).cloned().collect() };
-    let mut missing = Vec::new();
-
-    let deps = of("Deployment");
-    if !deps.is_empty() {
-        let r = wait::until(
-            Api::<Deployment>::all(client.clone()),
-            watcher::Config::default(),
-            clock,
-            left(start),
-            "Deployments to be Ready",
-            |all| {
-                deps.iter()
-                    .all(|w| named(all, w).is_none_or(|d| deployment_ready(&d)))
-            },
-        )
-        .await;
-        if let Err(t) = r {
-            missing.extend(
-                deps.iter()
-                    .filter(|w| named(&t.last, w).is_some_and(|d| !deployment_ready(&d)))
-                    .cloned(),
-            );
-        }
-    }
-    let sts = of("StatefulSet");
-    if !sts.is_empty() {
-        let r = wait::until(
-            Api::<StatefulSet>::all(client.clone()),
-            watcher::Config::default(),
-            clock,
-            left(start),
-            "StatefulSets to be Ready",
-            |all| {
-                sts.iter()
-                    .all(|w| named(all, w).is_none_or(|d| statefulset_ready(&d)))
-            },
-        )
-        .await;
-        if let Err(t) = r {
-            missing.extend(
-                sts.iter()
-                    .filter(|w| named(&t.last, w).is_some_and(|d| !statefulset_ready(&d)))
-                    .cloned(),
-            );
-        }
-    }
-    let rss = of("ReplicaSet");
-    if !rss.is_empty() {
-        let r = wait::until(
-            Api::<ReplicaSet>::all(client.clone()),
-            watcher::Config::default(),
-            clock,
-            left(start),
-            "ReplicaSets to be Ready",
-            |all| {
-                rss.iter()
-                    .all(|w| named(all, w).is_none_or(|d| replicaset_ready(&d)))
-            },
-        )
-        .await;
-        if let Err(t) = r {
-            missing.extend(
-                rss.iter()
-                    .filter(|w| named(&t.last, w).is_some_and(|d| !replicaset_ready(&d)))
-                    .cloned(),
-            );
-        }
-    }
+    let left = || limit.saturating_sub(clock.elapsed(start));
+    let mut missing = wait_kind::<Deployment>(client, set, clock, left()).await;
+    missing.extend(wait_kind::<StatefulSet>(client, set, clock, left()).await);
+    missing.extend(wait_kind::<ReplicaSet>(client, set, clock, left()).await);
     if missing.is_empty() {
         Ok(())
     } else {

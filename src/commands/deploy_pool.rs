@@ -97,6 +97,34 @@ impl DeployReport {
         self.failed.is_empty() && self.never_joined.is_empty()
     }
 
+    /// Exit 0 when every machine joined, else the error naming those that did not.
+    ///
+    /// # Errors
+    /// [`Error::Failed`] naming the machines that failed or never joined.
+    pub fn outcome(&self) -> Result<ExitCode> {
+        if self.ok() {
+            return Ok(ExitCode::SUCCESS);
+        }
+        let bad: Vec<&str> = self
+            .failed
+            .iter()
+            .chain(&self.never_joined)
+            .map(|f| f.name.as_str())
+            .collect();
+        Err(Error::Failed(format!(
+            "pool {}: {} of {} machines did not join: {}; {}",
+            self.pool,
+            bad.len(),
+            self.machines.len() + self.failed.len(),
+            bad.join(", "),
+            if self.cleaned_up.is_empty() {
+                "they are left as they are: rerun to wait again, or add --cleanup-on-failure / --retry-failed N"
+            } else {
+                "they were deprovisioned; rerun to make replacements"
+            }
+        )))
+    }
+
     fn human(&self) -> String {
         let t = crate::ui::table(
             ["MACHINE", "NODE", "READY", "PROVIDER ID"],
@@ -147,6 +175,32 @@ pub async fn run(settings: Settings, args: DeployPoolArgs, ui: Ui) -> Result<Exi
         .pool(&args.name)
         .map_err(Error::usage)?
         .clone();
+    let spec = pool_spec(&pool, &settings.join);
+    let ctx = Ctx::new(settings, format!("kbg deploy-pool {}", pool.name), ui).await?;
+    let result = execute(&ctx, &pool, &spec, &args).await;
+    let outcome = match result {
+        Ok(report) => {
+            ctx.ui.result(&report, DeployReport::human);
+            report.outcome()
+        }
+        Err(e) => Err(e),
+    };
+    ctx.finish().await;
+    outcome
+}
+
+/// Deploy `pool` (its [`PoolSpec`] is `spec`) through `ctx`: check, then provision and
+/// wait under the pool's Lease.
+///
+/// # Errors
+/// Usage errors (exit 2) for an adopted pool, bad provider settings or a version the
+/// skew policy refuses, found before anything changes; then as [`run`].
+pub async fn execute(
+    ctx: &Ctx,
+    pool: &PoolConfig,
+    spec: &PoolSpec,
+    args: &DeployPoolArgs,
+) -> Result<DeployReport> {
     if let Membership::Selector(s) = &pool.membership {
         return Err(Error::usage(format!(
             "pools.{}.selector: the pool is adopted through the selector {s}; kbg does not deploy adopted pools (remove selector: to let kbg deploy it)",
@@ -159,57 +213,17 @@ pub async fn run(settings: Settings, args: DeployPoolArgs, ui: Ui) -> Result<Exi
             pool.name
         ))
     })?;
-    let spec = pool_spec(&pool, &settings.join);
-    let ctx = Ctx::new(settings, format!("kbg deploy-pool {}", pool.name), ui).await?;
     let ledger = Arc::new(StateLedger::new(ctx.state.clone()));
-    let provider = providers::build(&pool, &spec, &ctx.client, ledger).await?;
+    let provider = providers::build(pool, spec, &ctx.client, ledger).await?;
     let api = ctx.api_server_version().await?;
     skew::check_kubelet(&version, std::slice::from_ref(&api))
         .map_err(|v| Error::usage(format!("pools.{}.version: {v}", pool.name)))?;
 
-    let result = ctx
-        .locked(
-            &[&pool.name],
-            deploy(
-                &ctx,
-                &pool,
-                &spec,
-                provider.as_ref(),
-                &args,
-                api.to_string(),
-            ),
-        )
-        .await;
-    let outcome = match result {
-        Ok(report) => {
-            ctx.ui.result(&report, DeployReport::human);
-            if report.ok() {
-                Ok(ExitCode::SUCCESS)
-            } else {
-                let bad: Vec<&str> = report
-                    .failed
-                    .iter()
-                    .chain(&report.never_joined)
-                    .map(|f| f.name.as_str())
-                    .collect();
-                Err(Error::Failed(format!(
-                    "pool {}: {} of {} machines did not join: {}; {}",
-                    report.pool,
-                    bad.len(),
-                    report.machines.len() + report.failed.len(),
-                    bad.join(", "),
-                    if report.cleaned_up.is_empty() {
-                        "they are left as they are: rerun to wait again, or add --cleanup-on-failure / --retry-failed N"
-                    } else {
-                        "they were deprovisioned; rerun to make replacements"
-                    }
-                )))
-            }
-        }
-        Err(e) => Err(e),
-    };
-    ctx.finish().await;
-    outcome
+    ctx.locked(
+        &[&pool.name],
+        deploy(ctx, pool, spec, provider.as_ref(), args, api.to_string()),
+    )
+    .await
 }
 
 /// Provision `names`, retrying retryable failures a few times.

@@ -140,15 +140,10 @@ impl PlanReport {
             out.push_str("blockers: none; nothing was changed (dry run)");
         } else {
             out.push_str(&format!(
-                "blockers ({}):\n",
-                self.blockers.len() + self.skew.len()
+                "blockers ({}):{}\n",
+                self.blockers.len() + self.skew.len(),
+                blocker_lines(&self.blockers, &self.skew)
             ));
-            for b in &self.blockers {
-                out.push_str(&format!("  {b}\n"));
-            }
-            for s in &self.skew {
-                out.push_str(&format!("  {s}\n"));
-            }
             out.push_str("nothing was changed (dry run)");
         }
         out
@@ -233,19 +228,28 @@ pub async fn run(settings: Settings, args: MigrateArgs, ui: Ui) -> Result<ExitCo
     let outcome = if args.dry_run {
         dry_run(&ctx, &from, &to, &drain).await
     } else {
-        let key = op_key("migrate", &[&from.name, &to.name]);
-        ctx.locked(
-            &[&from.name, &to.name],
-            migrate(&ctx, &from, &to, &drain, &key),
-        )
-        .await
-        .map(|r| {
+        execute(&ctx, &from, &to, &drain).await.map(|r| {
             ctx.ui.result(&r, MigrateReport::human);
             ExitCode::SUCCESS
         })
     };
     ctx.finish().await;
     outcome
+}
+
+/// Migrate `from` to `to` through `ctx`, under both pools' Leases.
+///
+/// # Errors
+/// As [`migrate`], and [`Error::Lock`] when a pool is held.
+pub async fn execute(
+    ctx: &Ctx,
+    from: &PoolConfig,
+    to: &PoolConfig,
+    drain: &DrainSettings,
+) -> Result<MigrateReport> {
+    let key = op_key("migrate", &[&from.name, &to.name]);
+    ctx.locked(&[&from.name, &to.name], migrate(ctx, from, to, drain, &key))
+        .await
 }
 
 /// The source and target nodes, checked: both pools have nodes, no control-plane node,
@@ -261,11 +265,7 @@ async fn pools(ctx: &Ctx, from: &PoolConfig, to: &PoolConfig) -> Result<(Vec<Nod
                 p.selector()
             )));
         }
-        let masters: Vec<&str> = nodes
-            .iter()
-            .filter(|n| pool::is_control_plane(n))
-            .map(pool::name)
-            .collect();
+        let masters = pool::control_plane_names(nodes);
         if !masters.is_empty() {
             return Err(Error::Refused(format!(
                 "pool {} holds control-plane nodes ({}): kbg migrates worker pools only; nothing was changed",
@@ -386,18 +386,22 @@ async fn dry_run(
     }
 }
 
+/// One indented line per blocker, each starting with a newline.
+fn blocker_lines(blockers: &[Blocker], skew: &[String]) -> String {
+    blockers
+        .iter()
+        .map(ToString::to_string)
+        .chain(skew.iter().cloned())
+        .map(|l| format!("\n  {l}"))
+        .collect()
+}
+
 fn blocker_message(from: &str, to: &str, p: &Planned) -> String {
-    let mut msg = format!(
-        "migrate {from} -> {to} refused before anything changed: {} blockers:",
-        p.blockers.len() + p.skew.len()
-    );
-    for b in &p.blockers {
-        msg.push_str(&format!("\n  {b}"));
-    }
-    for s in &p.skew {
-        msg.push_str(&format!("\n  {s}"));
-    }
-    msg
+    format!(
+        "migrate {from} -> {to} refused before anything changed: {} blockers:{}",
+        p.blockers.len() + p.skew.len(),
+        blocker_lines(&p.blockers, &p.skew)
+    )
 }
 
 /// Progress, Events and counters while draining.

@@ -85,20 +85,32 @@ pub async fn run(settings: Settings, args: TeardownArgs, ui: Ui) -> Result<ExitC
         .clone();
     let spec = pool_spec(&pool, &settings.join);
     let ctx = Ctx::new(settings, format!("kbg teardown {}", pool.name), ui).await?;
-    let ledger = Arc::new(StateLedger::new(ctx.state.clone()));
-    let provider = providers::build(&pool, &spec, &ctx.client, ledger).await?;
-    let result = ctx
-        .locked(
-            &[&pool.name],
-            teardown(&ctx, &pool, &spec, provider.as_ref(), &args),
-        )
-        .await;
+    let result = execute(&ctx, &pool, &spec, &args).await;
     let outcome = result.map(|report| {
         ctx.ui.result(&report, TeardownReport::human);
         ExitCode::SUCCESS
     });
     ctx.finish().await;
     outcome
+}
+
+/// Tear `pool` down through `ctx`, under the pool's Lease.
+///
+/// # Errors
+/// As [`run`].
+pub async fn execute(
+    ctx: &Ctx,
+    pool: &PoolConfig,
+    spec: &PoolSpec,
+    args: &TeardownArgs,
+) -> Result<TeardownReport> {
+    let ledger = Arc::new(StateLedger::new(ctx.state.clone()));
+    let provider = providers::build(pool, spec, &ctx.client, ledger).await?;
+    ctx.locked(
+        &[&pool.name],
+        teardown(ctx, pool, spec, provider.as_ref(), args),
+    )
+    .await
 }
 
 /// The pods that keep each of `nodes` from being deleted.
@@ -133,11 +145,7 @@ async fn teardown(
     let nodes = pool::list_nodes(&ctx.client, pool, ctx.clock)
         .await
         .map_err(list_err)?;
-    let masters: Vec<&str> = nodes
-        .iter()
-        .filter(|n| pool::is_control_plane(n))
-        .map(pool::name)
-        .collect();
+    let masters = pool::control_plane_names(&nodes);
     if !masters.is_empty() {
         return Err(Error::Refused(format!(
             "pool {name} holds control-plane nodes ({}): kbg never tears down the control plane; nothing was changed",
