@@ -248,6 +248,12 @@ pub async fn execute(
     drain: &DrainSettings,
 ) -> Result<MigrateReport> {
     let key = op_key("migrate", &[&from.name, &to.name]);
+    // Refuse before taking the Leases, so a refusal writes nothing at all; preflight runs
+    // again under them.
+    let p = plan(ctx, from, to, drain).await?;
+    if p.refuses() {
+        return Err(Error::Refused(blocker_message(&from.name, &to.name, &p)));
+    }
     ctx.locked(&[&from.name, &to.name], migrate(ctx, from, to, drain, &key))
         .await
 }

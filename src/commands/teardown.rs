@@ -106,11 +106,39 @@ pub async fn execute(
 ) -> Result<TeardownReport> {
     let ledger = Arc::new(StateLedger::new(ctx.state.clone()));
     let provider = providers::build(pool, spec, &ctx.client, ledger).await?;
+    // Refuse before taking the Lease, so a refusal writes nothing; checked again under it.
+    check(ctx, pool, args.force).await?;
     ctx.locked(
         &[&pool.name],
         teardown(ctx, pool, spec, provider.as_ref(), args),
     )
     .await
+}
+
+/// The pool's nodes and the workloads left on them, after refusing (nothing changed)
+/// when the pool holds a control-plane node, or workloads without `force`.
+async fn check(ctx: &Ctx, pool: &PoolConfig, force: bool) -> Result<(Vec<Node>, Vec<String>)> {
+    let name = pool.name.as_str();
+    let nodes = pool::list_nodes(&ctx.client, pool, ctx.clock)
+        .await
+        .map_err(|e| Error::kube(format!("listing the nodes of pool {name}"), e))?;
+    let masters = pool::control_plane_names(&nodes);
+    if !masters.is_empty() {
+        return Err(Error::Refused(format!(
+            "pool {name} holds control-plane nodes ({}): kbg never tears down the control plane; nothing was changed",
+            masters.join(", ")
+        )));
+    }
+    let left = workloads_on(ctx, &nodes).await?;
+    if !left.is_empty() && !force {
+        return Err(Error::Refused(format!(
+            "pool {name} still runs {} pods other than DaemonSet and mirror pods ({}); move them first (kbg migrate {name} <pool>) or pass --force; nothing was changed",
+            left.len(),
+            left.join(", ")
+        )));
+    }
+
+    Ok((nodes, left))
 }
 
 /// The pods that keep each of `nodes` from being deleted.
@@ -142,24 +170,7 @@ async fn teardown(
     let key = op_key("teardown", &[name]);
     let list_err = |e| Error::kube(format!("listing the nodes of pool {name}"), e);
 
-    let nodes = pool::list_nodes(&ctx.client, pool, ctx.clock)
-        .await
-        .map_err(list_err)?;
-    let masters = pool::control_plane_names(&nodes);
-    if !masters.is_empty() {
-        return Err(Error::Refused(format!(
-            "pool {name} holds control-plane nodes ({}): kbg never tears down the control plane; nothing was changed",
-            masters.join(", ")
-        )));
-    }
-    let left = workloads_on(ctx, &nodes).await?;
-    if !left.is_empty() && !args.force {
-        return Err(Error::Refused(format!(
-            "pool {name} still runs {} pods other than DaemonSet and mirror pods ({}); move them first (kbg migrate {name} <pool>) or pass --force; nothing was changed",
-            left.len(),
-            left.join(", ")
-        )));
-    }
+    let (nodes, _) = check(ctx, pool, args.force).await?;
 
     let mut record = ctx
         .state
