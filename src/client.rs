@@ -8,8 +8,8 @@
 //! - kube's own retry layer is off (`default_retry = false`): it would retry a PDB's 429
 //!   up to 15 times under the drain engine and stack a second retry layer under
 //!   [`crate::retry`]. kbg retries in exactly one place.
-//! - every request carries `User-Agent: kbg/<version>`, so audit logs tell kbg's requests
-//!   from everyone else's.
+//! - every request carries `User-Agent: kbg/<version> (pid <pid>)`, so audit logs tell
+//!   kbg's requests from everyone else's, and one kbg process from another.
 
 use std::path::PathBuf;
 
@@ -17,8 +17,14 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 
 use crate::error::{Error, Result};
 
-/// The User-Agent kbg sends.
+/// The product part of the User-Agent kbg sends.
 pub const USER_AGENT: &str = concat!("kbg/", env!("CARGO_PKG_VERSION"));
+
+/// The User-Agent kbg sends: `kbg/<version> (pid <pid>)`, so an audit log tells one kbg
+/// process from another.
+pub fn user_agent() -> String {
+    format!("{USER_AGENT} (pid {})", std::process::id())
+}
 
 /// Which cluster to talk to, as resolved from flags, environment and `kbg.yaml`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -64,7 +70,7 @@ pub async fn connect(target: &KubeTarget) -> Result<kube::Client> {
     config.default_retry = false;
     config.headers.push((
         http::header::USER_AGENT,
-        http::HeaderValue::from_static(USER_AGENT),
+        http::HeaderValue::from_str(&user_agent()).expect("a printable User-Agent"),
     ));
     kube::Client::try_from(config)
         .map_err(|e| Error::usage(format!("cannot build a client for the cluster: {e}")))

@@ -468,7 +468,8 @@ pub struct MigrateRecord {
     pub cordoned: BTreeMap<String, bool>,
     /// Source nodes fully drained so far, in order.
     pub drained: Vec<String>,
-    /// Pods evicted, over every run of this migration.
+    /// Pods evicted, over every run of this migration, as recorded after each batch (a
+    /// run killed mid-batch does not get to add its partial count).
     pub pods_evicted: u64,
     /// PDB refusals (429) retried, over every run.
     pub pdb_retries: u64,

@@ -4,8 +4,8 @@
 //! the batch's nodes is back at its desired Ready replicas (now on the target pool)
 //! before it drains the next batch: a Deployment's or a StatefulSet's
 //! `status.readyReplicas >= spec.replicas`, with the status observed for the current
-//! generation. Only workloads that were fully Ready before the batch are waited for: one
-//! already short of replicas for reasons of its own would make the wait time out.
+//! generation. A workload short of replicas for reasons of its own (a replica that fits
+//! nowhere) makes the wait time out, naming it: `--wait-for-ready=false` skips the wait.
 //! Pods are traced to their workload through owner references (Pod → ReplicaSet →
 //! Deployment; Pod → StatefulSet; a ReplicaSet without a Deployment counts as itself).
 
@@ -161,41 +161,6 @@ fn named<K: kube::Resource>(set: &[Arc<K>], w: &Workload) -> Option<Arc<K>> {
                 && o.meta().namespace.as_deref() == Some(w.namespace.as_str())
         })
         .cloned()
-}
-
-async fn ready_one<K: Scaled>(
-    client: &kube::Client,
-    w: &Workload,
-    clock: Clock,
-) -> Result<bool, kube::Error> {
-    let api: Api<K> = Api::namespaced(client.clone(), &w.namespace);
-    Ok(retry(clock, "get workload", || api.get_opt(&w.name))
-        .await?
-        .is_none_or(|d| d.is_ready()))
-}
-
-/// The workloads of `set` that are Ready now (a workload that no longer exists counts
-/// as Ready: nothing is left to wait for).
-///
-/// # Errors
-/// When the workloads cannot be read.
-pub async fn ready_now(
-    client: &kube::Client,
-    set: &BTreeSet<Workload>,
-    clock: Clock,
-) -> Result<BTreeSet<Workload>, kube::Error> {
-    let mut out = BTreeSet::new();
-    for w in set {
-        let is_ready = match w.kind {
-            "Deployment" => ready_one::<Deployment>(client, w, clock).await?,
-            "StatefulSet" => ready_one::<StatefulSet>(client, w, clock).await?,
-            _ => ready_one::<ReplicaSet>(client, w, clock).await?,
-        };
-        if is_ready {
-            out.insert(w.clone());
-        }
-    }
-    Ok(out)
 }
 
 /// Wait on a watch of kind `K` until the workloads of `set` of that kind are Ready;

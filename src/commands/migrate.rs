@@ -635,10 +635,7 @@ async fn migrate_inner(
                         .map_err(|e| Error::kube(format!("listing the pods on node {n}"), e))?,
                 );
             }
-            let owners = workloads::owners(&ctx.client, &pods, ctx.clock)
-                .await
-                .map_err(|e| Error::kube("reading the workloads of the pods to move", e))?;
-            workloads::ready_now(&ctx.client, &owners, ctx.clock)
+            workloads::owners(&ctx.client, &pods, ctx.clock)
                 .await
                 .map_err(|e| Error::kube("reading the workloads of the pods to move", e))?
         } else {
@@ -680,7 +677,7 @@ async fn migrate_inner(
             {
                 let names: Vec<String> = missing.iter().map(ToString::to_string).collect();
                 let msg = format!(
-                    "moved workloads not Ready after {}: {}",
+                    "moved workloads not back at their desired Ready replicas after {} (--ready-timeout; --wait-for-ready=false skips this wait): {}",
                     crate::duration::display(drain.ready_timeout),
                     names.join(", ")
                 );
