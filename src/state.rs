@@ -286,7 +286,7 @@ pub struct PoolRecord {
     pub machines: Vec<String>,
     /// The index the next new machine name gets (`<pool>-<index>`).
     pub next_index: usize,
-    /// Names used before and given up (failed and replaced, or cleaned up).
+    /// Names used before and given up (failed and replaced, or cleaned up), sorted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub retired: Vec<String>,
 }
@@ -316,6 +316,7 @@ impl PoolRecord {
                 self.retired.push(n.clone());
             }
         }
+        self.retired.sort();
     }
 }
 
