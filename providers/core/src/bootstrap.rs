@@ -4,11 +4,13 @@
 //! user-data that installs the pool's kubelet and runs `kubeadm join` (EC2, bare metal),
 //! a kubelet systemd unit (CoreOS style), a Juju bundle. The templates are minijinja,
 //! rendered with [`BootstrapContext`]; the result is a [`Secret`] because it carries the
-//! join token.
+//! join token. The RBAC manifest for kbg itself is rendered the same way from an
+//! [`RbacContext`] ([`render_rbac`]); it holds nothing secret.
 //!
 //! The engine is set up the way YAML templates need it: no auto-escaping (minijinja
 //! would otherwise JSON-escape `*.yaml` output), trailing newlines kept, and strict
-//! undefined variables, so a typo in a template is an error, not an empty string.
+//! undefined variables, so a typo in a template is an error, not an empty string. A
+//! `tojson` filter quotes a value as JSON (valid YAML) where user text lands in a document.
 
 use std::collections::BTreeMap;
 
@@ -26,6 +28,17 @@ pub enum BuiltinTemplate {
     /// `templates/cloud-init-kubeadm.yaml.j2`: cloud-init user-data that installs the
     /// pool's kubeadm/kubelet version and runs `kubeadm join` with its labels and taints.
     CloudInitKubeadm,
+    /// `templates/kubelet.service.j2`: a kubelet systemd unit in the CoreOS kubelet-wrapper
+    /// style, carrying the pool's version as `KUBELET_VERSION` and its labels and taints as
+    /// kubelet flags. No secret in it: the kubelet joins with a bootstrap kubeconfig.
+    KubeletService,
+    /// `templates/juju-bundle.yaml.j2`: a Juju bundle overlay with one worker application
+    /// for the pool. Needs the variable `juju` (see [`BootstrapContext::with_var`]):
+    /// `{application, charm, channel, base, series, num_units, constraints, options,
+    /// relations}`, where `base`, `series` and `constraints` may be `null`, `options` maps
+    /// charm option names to values and `relations` maps the application's endpoints to
+    /// `<application>:<endpoint>` on the other side. The Juju provider fills it in.
+    JujuBundle,
 }
 
 impl BuiltinTemplate {
@@ -33,6 +46,8 @@ impl BuiltinTemplate {
     pub fn file_name(self) -> &'static str {
         match self {
             BuiltinTemplate::CloudInitKubeadm => "cloud-init-kubeadm.yaml.j2",
+            BuiltinTemplate::KubeletService => "kubelet.service.j2",
+            BuiltinTemplate::JujuBundle => "juju-bundle.yaml.j2",
         }
     }
 
@@ -41,9 +56,29 @@ impl BuiltinTemplate {
             BuiltinTemplate::CloudInitKubeadm => {
                 include_str!("../../../templates/cloud-init-kubeadm.yaml.j2")
             }
+            BuiltinTemplate::KubeletService => {
+                include_str!("../../../templates/kubelet.service.j2")
+            }
+            BuiltinTemplate::JujuBundle => include_str!("../../../templates/juju-bundle.yaml.j2"),
         }
     }
 }
+
+/// The names [`BootstrapContext`] defines itself; [`BootstrapContext::with_var`] cannot
+/// take them.
+const RESERVED_VARIABLES: [&str; 11] = [
+    "pool",
+    "machine",
+    "version",
+    "semver",
+    "minor",
+    "labels",
+    "taints",
+    "node_labels",
+    "register_with_taints",
+    "join",
+    "settings",
+];
 
 /// What a bootstrap template sees.
 ///
@@ -51,7 +86,8 @@ impl BuiltinTemplate {
 /// (`1.31`), `labels` (map), `taints` (list of `{key, value, effect}`), `node_labels`
 /// (the kubelet's `--node-labels` value, `k=v,k2=v2`), `register_with_taints`
 /// (`k=v:NoSchedule,…`), `join.endpoint`, `join.token`, `join.ca_cert_hash`, and
-/// `settings` (the provider's own block from `kbg.yaml`).
+/// `settings` (the provider's own block from `kbg.yaml`), plus whatever a provider adds
+/// with [`BootstrapContext::with_var`].
 #[derive(Clone, Debug, Serialize)]
 pub struct BootstrapContext {
     pool: String,
@@ -65,6 +101,8 @@ pub struct BootstrapContext {
     register_with_taints: String,
     join: JoinView,
     settings: serde_json::Value,
+    #[serde(flatten)]
+    extra: BTreeMap<String, serde_json::Value>,
 }
 
 #[derive(Clone, Serialize)]
@@ -125,7 +163,26 @@ impl BootstrapContext {
                     .unwrap_or_default(),
             },
             settings: pool.settings.clone(),
+            extra: BTreeMap::new(),
         }
+    }
+
+    /// The same context with one more variable, `name`, for a provider's own template
+    /// (the Juju provider adds `juju` for [`BuiltinTemplate::JujuBundle`]). Never put a
+    /// secret in a variable whose template output is not itself treated as a secret.
+    ///
+    /// # Panics
+    /// If `name` is one of the context's own variables (`pool`, `machine`, `version`, …):
+    /// that is a bug in the caller, not bad input.
+    #[must_use]
+    pub fn with_var(mut self, name: impl Into<String>, value: serde_json::Value) -> Self {
+        let name = name.into();
+        assert!(
+            !RESERVED_VARIABLES.contains(&name.as_str()),
+            "bootstrap variable `{name}` is reserved"
+        );
+        self.extra.insert(name, value);
+        self
     }
 }
 
@@ -139,6 +196,13 @@ fn environment() -> Environment<'static> {
             .expect("the default delimiters are valid"),
     );
     env.set_undefined_behavior(UndefinedBehavior::Strict);
+    // `tojson`: a value as JSON, which is also valid YAML: strings quoted and escaped, so a
+    // label or a charm option cannot break the document it lands in.
+    env.add_filter("tojson", |value: minijinja::Value| {
+        serde_json::to_string(&value).map_err(|e| {
+            minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e.to_string())
+        })
+    });
     env
 }
 
@@ -175,6 +239,87 @@ pub fn render_str(
                 format!("does not render: {e}"),
             )
         })
+}
+
+/// What the RBAC manifest (`templates/rbac.yaml.j2`) is rendered for.
+///
+/// The manifest holds a ServiceAccount, a ClusterRole and ClusterRoleBinding with the
+/// cluster-wide permissions kbg needs (nodes, pods, `pods/eviction`, PDBs, workload
+/// controllers, Events), and a Role and RoleBinding for its state ConfigMap and Leases in
+/// the state namespace only.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RbacContext {
+    /// Name of the ServiceAccount, ClusterRole and ClusterRoleBinding; the Role and
+    /// RoleBinding are `<name>-state`. Default `kbg`.
+    pub name: String,
+    /// The ServiceAccount's namespace. Default `kube-system`.
+    pub namespace: String,
+    /// Where kbg keeps its state ConfigMap and Leases. Default `kube-system`, as kbg's
+    /// own default.
+    pub state_namespace: String,
+    /// Also allow `create` on nodes: only the sim provider, whose machines are Node
+    /// objects, needs it. Default `false`.
+    pub node_create: bool,
+}
+
+impl Default for RbacContext {
+    fn default() -> Self {
+        RbacContext {
+            name: "kbg".into(),
+            namespace: "kube-system".into(),
+            state_namespace: "kube-system".into(),
+            node_create: false,
+        }
+    }
+}
+
+/// Render kbg's RBAC manifest (`templates/rbac.yaml.j2`): multi-document YAML ready for
+/// `kubectl apply -f`.
+///
+/// # Errors
+/// [`ErrorKind::InvalidConfig`] naming the field when a name is not a valid Kubernetes
+/// name (a lowercase RFC 1123 label); [`ErrorKind::Failed`] if the template does not
+/// render (a bug in the shipped template).
+pub fn render_rbac(ctx: &RbacContext) -> Result<String, ProviderError> {
+    for (field, value) in [
+        ("name", &ctx.name),
+        ("namespace", &ctx.namespace),
+        ("state_namespace", &ctx.state_namespace),
+    ] {
+        if !is_dns_label(value) {
+            return Err(ProviderError::invalid_config(
+                "rbac",
+                field,
+                format!(
+                    "`{value}` is not a valid Kubernetes name: use 1-63 lowercase letters, \
+                     digits and `-`, starting and ending with a letter or digit"
+                ),
+            ));
+        }
+    }
+    environment()
+        .render_named_str(RBAC_FILE, RBAC_SOURCE, Serde(ctx))
+        .map_err(|e| {
+            ProviderError::new(
+                "bootstrap",
+                ErrorKind::Failed,
+                format!("template {RBAC_FILE} does not render: {e}"),
+            )
+        })
+}
+
+const RBAC_FILE: &str = "rbac.yaml.j2";
+const RBAC_SOURCE: &str = include_str!("../../../templates/rbac.yaml.j2");
+
+/// An RFC 1123 label, as Kubernetes names namespaces (and, here, the RBAC objects).
+fn is_dns_label(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-'
 }
 
 #[cfg(test)]
@@ -233,5 +378,257 @@ mod tests {
         .unwrap_err();
         assert!(matches!(err.kind, ErrorKind::InvalidConfig { .. }));
         assert!(err.to_string().contains("mine.j2"), "{err}");
+    }
+
+    fn no_taints() -> PoolSpec {
+        PoolSpec {
+            taints: Vec::new(),
+            ..pool()
+        }
+    }
+
+    #[test]
+    fn kubelet_unit_carries_the_version_labels_and_taints() {
+        let out = render_builtin(
+            BuiltinTemplate::KubeletService,
+            &BootstrapContext::new(&pool(), "beta-0"),
+        )
+        .unwrap();
+        let text = out.expose();
+        assert!(
+            text.contains("Environment=KUBELET_VERSION=v1.31.2\n"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("0123456789abcdef"),
+            "no join token in a unit file"
+        );
+        insta::assert_snapshot!(text);
+    }
+
+    #[test]
+    fn kubelet_unit_without_taints_has_no_dangling_continuation() {
+        let out = render_builtin(
+            BuiltinTemplate::KubeletService,
+            &BootstrapContext::new(&no_taints(), "beta-0"),
+        )
+        .unwrap();
+        let text = out.expose();
+        assert!(!text.contains("register-with-taints"), "{text}");
+        let exec_start: Vec<&str> = text
+            .lines()
+            .skip_while(|l| !l.starts_with("ExecStart="))
+            .take_while(|l| !l.starts_with("ExecStop="))
+            .collect();
+        let last = exec_start.last().unwrap();
+        assert_eq!(*last, "  --node-labels=kbg.io/pool=beta,tier=web");
+        assert!(
+            exec_start[..exec_start.len() - 1]
+                .iter()
+                .all(|l| l.ends_with(" \\")),
+            "{exec_start:?}"
+        );
+    }
+
+    fn juju_var() -> serde_json::Value {
+        serde_json::json!({
+            "application": "beta",
+            "charm": "kubernetes-worker",
+            "channel": "1.31/stable",
+            "base": "ubuntu@22.04",
+            "series": null,
+            "num_units": 3,
+            "constraints": "cores=4 mem=16G",
+            "options": {
+                "channel": "1.31/stable",
+                "labels": "kbg.io/pool=beta tier=web",
+                "kubelet-extra-args": "register-with-taints=dedicated=web:NoSchedule",
+                "ingress": false,
+            },
+            "relations": {
+                "kube-control": "kubernetes-control-plane:kube-control",
+                "certificates": "easyrsa:client",
+            },
+        })
+    }
+
+    #[test]
+    fn juju_bundle_names_the_application_after_the_pool() {
+        let ctx = BootstrapContext::new(&pool(), "beta").with_var("juju", juju_var());
+        let out = render_builtin(BuiltinTemplate::JujuBundle, &ctx).unwrap();
+        insta::assert_snapshot!(out.expose());
+        // It is a YAML document Juju can read, with the values kbg meant.
+        let doc: serde_json::Value = serde_saphyr::from_str(out.expose()).unwrap();
+        let app = &doc["applications"]["beta"];
+        assert_eq!(app["num_units"], 3);
+        assert_eq!(app["channel"], "1.31/stable");
+        assert_eq!(app["options"]["ingress"], false);
+        assert_eq!(app["options"]["labels"], "kbg.io/pool=beta tier=web");
+        assert_eq!(
+            doc["relations"],
+            serde_json::json!([
+                ["beta:certificates", "easyrsa:client"],
+                ["beta:kube-control", "kubernetes-control-plane:kube-control"]
+            ])
+        );
+    }
+
+    #[test]
+    fn juju_bundle_needs_its_variable() {
+        let err = render_builtin(
+            BuiltinTemplate::JujuBundle,
+            &BootstrapContext::new(&pool(), "beta"),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("juju-bundle.yaml.j2"), "{err}");
+    }
+
+    #[test]
+    #[should_panic(expected = "reserved")]
+    fn provider_variables_cannot_shadow_the_context() {
+        let _ = BootstrapContext::new(&pool(), "beta-0").with_var("version", "v9".into());
+    }
+
+    #[test]
+    fn rbac_manifest_snapshot() {
+        insta::assert_snapshot!(render_rbac(&RbacContext::default()).unwrap());
+    }
+
+    /// The rules, as `(kind, namespace, group, resource) -> verbs`.
+    fn rbac_rules(manifest: &str) -> BTreeMap<(String, String, String, String), Vec<String>> {
+        let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(manifest).unwrap();
+        let mut rules = BTreeMap::new();
+        for doc in &docs {
+            let kind = doc["kind"].as_str().unwrap().to_string();
+            let ns = doc["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
+            for rule in doc["rules"].as_array().into_iter().flatten() {
+                let verbs: Vec<String> = rule["verbs"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_str().unwrap().to_string())
+                    .collect();
+                for group in rule["apiGroups"].as_array().unwrap() {
+                    for resource in rule["resources"].as_array().unwrap() {
+                        let key = (
+                            kind.clone(),
+                            ns.clone(),
+                            group.as_str().unwrap().to_string(),
+                            resource.as_str().unwrap().to_string(),
+                        );
+                        assert!(
+                            rules.insert(key.clone(), verbs.clone()).is_none(),
+                            "{key:?} twice"
+                        );
+                    }
+                }
+            }
+        }
+        rules
+    }
+
+    #[test]
+    fn rbac_grants_exactly_what_kbg_needs() {
+        let ctx = RbacContext {
+            state_namespace: "kbg-system".into(),
+            ..RbacContext::default()
+        };
+        let rules = rbac_rules(&render_rbac(&ctx).unwrap());
+        let v = |verbs: &[&str]| verbs.iter().map(ToString::to_string).collect::<Vec<_>>();
+        let k = |kind: &str, ns: &str, group: &str, resource: &str| {
+            (kind.into(), ns.into(), group.into(), resource.into())
+        };
+        let read = ["get", "list", "watch"];
+        let state = ["get", "list", "watch", "create", "update", "patch"];
+        let expected = BTreeMap::from([
+            (
+                k("ClusterRole", "", "", "nodes"),
+                v(&["get", "list", "watch", "patch", "update", "delete"]),
+            ),
+            (k("ClusterRole", "", "", "pods"), v(&read)),
+            (k("ClusterRole", "", "", "pods/eviction"), v(&["create"])),
+            (
+                k("ClusterRole", "", "policy", "poddisruptionbudgets"),
+                v(&read),
+            ),
+            (
+                k("ClusterRole", "", "apps", "deployments"),
+                v(&["get", "list"]),
+            ),
+            (
+                k("ClusterRole", "", "apps", "replicasets"),
+                v(&["get", "list"]),
+            ),
+            (
+                k("ClusterRole", "", "apps", "statefulsets"),
+                v(&["get", "list"]),
+            ),
+            (
+                k("ClusterRole", "", "apps", "daemonsets"),
+                v(&["get", "list"]),
+            ),
+            (k("ClusterRole", "", "", "events"), v(&["create", "patch"])),
+            (
+                k("ClusterRole", "", "events.k8s.io", "events"),
+                v(&["create", "patch"]),
+            ),
+            (k("Role", "kbg-system", "", "configmaps"), v(&state)),
+            (
+                k("Role", "kbg-system", "coordination.k8s.io", "leases"),
+                v(&state),
+            ),
+        ]);
+        assert_eq!(rules, expected);
+
+        let sim = rbac_rules(
+            &render_rbac(&RbacContext {
+                node_create: true,
+                ..RbacContext::default()
+            })
+            .unwrap(),
+        );
+        assert!(sim[&k("ClusterRole", "", "", "nodes")].contains(&"create".to_string()));
+    }
+
+    #[test]
+    fn rbac_binds_the_service_account_to_both_roles() {
+        let docs: Vec<serde_json::Value> =
+            serde_saphyr::from_multiple(&render_rbac(&RbacContext::default()).unwrap()).unwrap();
+        let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "ServiceAccount",
+                "ClusterRole",
+                "ClusterRoleBinding",
+                "Role",
+                "RoleBinding"
+            ]
+        );
+        for binding in [&docs[2], &docs[4]] {
+            assert_eq!(
+                binding["roleRef"]["name"],
+                docs[if binding == &docs[2] { 1 } else { 3 }]["metadata"]["name"]
+            );
+            assert_eq!(
+                binding["subjects"],
+                serde_json::json!([{"kind": "ServiceAccount", "name": "kbg", "namespace": "kube-system"}])
+            );
+        }
+    }
+
+    #[test]
+    fn rbac_refuses_names_kubernetes_would() {
+        for bad in ["", "Kbg", "kbg_", "-kbg", "a.b"] {
+            let err = render_rbac(&RbacContext {
+                name: bad.into(),
+                ..RbacContext::default()
+            })
+            .unwrap_err();
+            assert!(matches!(err.kind, ErrorKind::InvalidConfig { .. }), "{bad}");
+        }
     }
 }
