@@ -39,6 +39,10 @@ pub enum BuiltinTemplate {
     /// charm option names to values and `relations` maps the application's endpoints to
     /// `<application>:<endpoint>` on the other side. The Juju provider fills it in.
     JujuBundle,
+    /// `templates/metal-bootstrap.sh.j2`: a POSIX shell script for a pre-provisioned
+    /// bare-metal host that installs the pool's kubeadm/kubelet version (apt or dnf) and
+    /// runs `kubeadm join` with its labels and taints.
+    MetalBootstrap,
 }
 
 impl BuiltinTemplate {
@@ -48,6 +52,7 @@ impl BuiltinTemplate {
             BuiltinTemplate::CloudInitKubeadm => "cloud-init-kubeadm.yaml.j2",
             BuiltinTemplate::KubeletService => "kubelet.service.j2",
             BuiltinTemplate::JujuBundle => "juju-bundle.yaml.j2",
+            BuiltinTemplate::MetalBootstrap => "metal-bootstrap.sh.j2",
         }
     }
 
@@ -60,6 +65,9 @@ impl BuiltinTemplate {
                 include_str!("../../../templates/kubelet.service.j2")
             }
             BuiltinTemplate::JujuBundle => include_str!("../../../templates/juju-bundle.yaml.j2"),
+            BuiltinTemplate::MetalBootstrap => {
+                include_str!("../../../templates/metal-bootstrap.sh.j2")
+            }
         }
     }
 }
