@@ -122,6 +122,10 @@ pub struct DeployPoolArgs {
     /// Replace machines that failed or never joined, up to N times, with fresh ones
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub retry_failed: usize,
+
+    /// Bare metal: accept hosts missing from known_hosts (a changed key is still refused)
+    #[arg(long)]
+    pub insecure_accept_host_keys: bool,
 }
 
 /// The drain flags: kubectl drain's names and meanings, and migrate's own.
@@ -210,6 +214,10 @@ pub struct TeardownArgs {
     /// How long to wait for the nodes and machines to be gone (cluster time)
     #[arg(long, value_parser = duration, default_value = "10m", value_name = "DURATION")]
     pub timeout: Duration,
+
+    /// Bare metal: accept hosts missing from known_hosts (a changed key is still refused)
+    #[arg(long)]
+    pub insecure_accept_host_keys: bool,
 }
 
 /// `kbg rollback FROM TO`.

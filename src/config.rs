@@ -886,7 +886,7 @@ impl Walker {
         }
         // The sim provider is always built in: check its block with the rest.
         if pool.provider == kbg_provider_sim::NAME {
-            let spec = crate::providers::pool_spec(&pool, &JoinSettings::default());
+            let spec = crate::providers::pool_spec(&pool, &JoinSettings::default(), None);
             if let Err(e) = kbg_provider_sim::SimSettings::from_pool(&spec) {
                 let field = match &e.kind {
                     kbg_provider::ErrorKind::InvalidConfig { field } => field.clone(),

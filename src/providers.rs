@@ -1,10 +1,12 @@
 //! Providers by name, and the [`PoolSpec`] they are built from.
 //!
-//! `sim` is always built in. `aws`, `juju`, `metal` and `exec` are cargo features of the
-//! same names (on by default); their crates are wired in here once they have a
-//! constructor. A provider's constructor validates its settings block before anything
-//! is touched, so a bad block is exit 2.
+//! `sim` is always built in. `juju`, `metal` and `exec` are cargo features of the same
+//! names (on by default), each pulling in its provider crate. `aws` is a feature too, but
+//! its crate has no constructor yet: a pool with `provider: aws` is refused (exit 2) with
+//! a message saying so. A provider's constructor validates its settings block before
+//! anything is touched, so a bad block is exit 2.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use kbg_provider::{JoinConfig, Ledger, PoolSpec, Provider, ProviderError};
@@ -12,20 +14,36 @@ use kbg_provider::{JoinConfig, Ledger, PoolSpec, Provider, ProviderError};
 use crate::config::{JoinSettings, PoolConfig};
 use crate::error::{Error, Result};
 
+/// What kbg tells providers beyond the pool's own settings.
+#[derive(Clone, Debug, Default)]
+pub struct ProviderOptions {
+    /// The directory of `kbg.yaml`: relative paths in it (inventories, templates) are
+    /// resolved against it. `None`: the current directory.
+    pub base_dir: Option<PathBuf>,
+    /// `--insecure-accept-host-keys` (bare metal): accept hosts missing from
+    /// `known_hosts`. A changed key is refused regardless.
+    pub insecure_accept_host_keys: bool,
+}
+
 /// The [`PoolSpec`] a provider gets for `pool` (an adopted pool without a version gets
-/// an empty one: it can be torn down, not deployed).
-pub fn pool_spec(pool: &PoolConfig, join: &JoinSettings) -> PoolSpec {
+/// an empty one: it can be torn down, not deployed). A relative `template` path is taken
+/// relative to `base_dir` (the directory of `kbg.yaml`).
+pub fn pool_spec(pool: &PoolConfig, join: &JoinSettings, base_dir: Option<&Path>) -> PoolSpec {
     let version = pool
         .version
         .as_ref()
         .map_or_else(String::new, ToString::to_string);
+    let template = pool.template.as_ref().map(|p| match base_dir {
+        Some(base) if p.is_relative() => base.join(p),
+        _ => p.clone(),
+    });
     PoolSpec {
         name: pool.name.clone(),
         version,
         labels: pool.labels.clone(),
         taints: pool.taints.clone(),
         settings: pool.settings.clone(),
-        template: pool.template.as_ref().map(|p| p.display().to_string()),
+        template: template.map(|p| p.display().to_string()),
         join: JoinConfig {
             api_server_endpoint: join.endpoint.clone().unwrap_or_default(),
             token: join.token.clone(),
@@ -36,8 +54,8 @@ pub fn pool_spec(pool: &PoolConfig, join: &JoinSettings) -> PoolSpec {
 
 /// Build the provider of `pool`.
 ///
-/// `ledger` is where providers that must remember things (bare metal's host
-/// assignments) keep them: kbg's state ConfigMap.
+/// `ledger` is where providers that must remember things (bare metal's host assignments,
+/// Juju's unit names) keep them: kbg's state ConfigMap.
 ///
 /// # Errors
 /// [`Error::Provider`] with an `InvalidConfig` kind (exit 2) for a bad settings block;
@@ -47,16 +65,39 @@ pub async fn build(
     spec: &PoolSpec,
     client: &kube::Client,
     ledger: Arc<dyn Ledger>,
+    options: &ProviderOptions,
 ) -> Result<Box<dyn Provider>> {
-    let _ = &ledger;
+    let _ = (&ledger, options);
     let built: std::result::Result<Box<dyn Provider>, ProviderError> = match pool.provider.as_str()
     {
         "sim" => kbg_provider_sim::SimProvider::from_pool(client.clone(), spec)
             .map(|p| Box::new(p) as Box<dyn Provider>),
+        #[cfg(feature = "juju")]
+        "juju" => kbg_provider_juju::JujuProvider::from_pool(spec)
+            .map(|p| Box::new(p.with_ledger(ledger)) as Box<dyn Provider>),
+        #[cfg(feature = "exec")]
+        "exec" => kbg_provider_exec::ExecProvider::from_pool(spec)
+            .map(|p| Box::new(p) as Box<dyn Provider>),
+        #[cfg(feature = "metal")]
+        "metal" => kbg_provider_metal::MetalProvider::from_pool_with(
+            spec,
+            ledger,
+            &kbg_provider_metal::MetalOptions {
+                base_dir: options.base_dir.clone(),
+                insecure_accept_host_keys: options.insecure_accept_host_keys,
+            },
+        )
+        .map(|p| Box::new(p) as Box<dyn Provider>),
         "" => {
             return Err(Error::usage(format!(
                 "pool {} is not defined in kbg.yaml, so kbg does not know its provider; add pools.{}.provider",
                 pool.name, pool.name
+            )));
+        }
+        "aws" => {
+            return Err(Error::usage(format!(
+                "pools.{}.provider: the aws provider is not wired into this kbg yet (its crate has no constructor yet)",
+                pool.name
             )));
         }
         other => {
@@ -67,4 +108,33 @@ pub async fn build(
         }
     };
     built.map_err(|e| Error::provider(format!("pool {}", pool.name), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    #[test]
+    fn templates_are_relative_to_kbg_yaml() {
+        let cfg = Config::parse(
+            "pools:\n  beta:\n    provider: sim\n    version: v1.31\n    count: 1\n    template: t/boot.j2\n  gamma:\n    provider: sim\n    version: v1.31\n    count: 1\n    template: /abs/boot.j2\n",
+        )
+        .unwrap();
+        let base = Path::new("/etc/kbg");
+        let spec = pool_spec(
+            cfg.pool("beta").unwrap(),
+            &JoinSettings::default(),
+            Some(base),
+        );
+        assert_eq!(spec.template.as_deref(), Some("/etc/kbg/t/boot.j2"));
+        assert_eq!(spec.version, "v1.31");
+        assert_eq!(spec.labels["kbg.io/pool"], "beta");
+        let spec = pool_spec(
+            cfg.pool("gamma").unwrap(),
+            &JoinSettings::default(),
+            Some(base),
+        );
+        assert_eq!(spec.template.as_deref(), Some("/abs/boot.j2"));
+    }
 }

@@ -68,6 +68,15 @@ fn expand_home(p: &Path, env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
     }
 }
 
+impl Settings {
+    /// The directory of `kbg.yaml`, against which relative paths in it are resolved.
+    pub fn base_dir(&self) -> Option<PathBuf> {
+        let path = self.config.path.as_ref()?;
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty())?;
+        Some(std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf()))
+    }
+}
+
 /// Resolve the global settings.
 ///
 /// `env` reads an environment variable (tests pass a closure).

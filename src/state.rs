@@ -544,19 +544,26 @@ impl StateLedger {
         StateLedger { store }
     }
 
+    /// The ConfigMap key of ledger key `key`: `ledger.` and the key with every byte
+    /// outside `[-.a-zA-Z0-9]` written `_HH` (ConfigMap keys allow only `[-._a-zA-Z0-9]`),
+    /// so `juju/k8s/workers-b` is `ledger.juju_2fk8s_2fworkers-b`, one to one.
     fn key(key: &str) -> kbg_provider::Result<String> {
-        if key.is_empty()
-            || !key
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-        {
+        let mut out = String::from("ledger.");
+        for b in key.bytes() {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.') {
+                out.push(char::from(b));
+            } else {
+                out.push_str(&format!("_{b:02x}"));
+            }
+        }
+        if key.is_empty() || out.len() > 253 {
             return Err(ProviderError::new(
                 "ledger",
                 ErrorKind::Failed,
-                format!("ledger key {key:?} must be letters, digits, '-', '_' and '.'"),
+                format!("ledger key {key:?} is empty or too long for a ConfigMap key"),
             ));
         }
-        Ok(format!("ledger.{key}"))
+        Ok(out)
     }
 
     fn error(e: StateError) -> ProviderError {
@@ -620,6 +627,20 @@ impl Ledger for StateLedger {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ledger_keys_are_configmap_keys_one_to_one() {
+        for (key, stored) in [
+            ("metal.hosts", "ledger.metal.hosts"),
+            ("juju/k8s/workers-b", "ledger.juju_2fk8s_2fworkers-b"),
+            ("a_b", "ledger.a_5fb"),
+            ("a_5fb", "ledger.a_5f5fb"),
+        ] {
+            assert_eq!(StateLedger::key(key).unwrap(), stored);
+        }
+        assert!(StateLedger::key("").is_err());
+        assert!(StateLedger::key(&"x".repeat(300)).is_err());
+    }
 
     #[test]
     fn pool_records_never_reuse_a_name() {

@@ -47,7 +47,12 @@ fn names(v: &serde_json::Value) -> Vec<String> {
     v.as_array()
         .unwrap()
         .iter()
-        .map(|f| f["name"].as_str().unwrap_or_else(|| f.as_str().unwrap()).to_string())
+        .map(|f| {
+            f["name"]
+                .as_str()
+                .unwrap_or_else(|| f.as_str().unwrap())
+                .to_string()
+        })
         .collect()
 }
 
@@ -57,14 +62,19 @@ async fn failed_machines_are_reported_cleaned_up_and_replaced() {
     let client = h.client().await;
 
     // 1. Report exactly which machines did not make it; leave them as they are.
-    let run = h.kbg(&["deploy-pool", "beta", "--timeout", "1m", "-o", "json"]).await;
+    let run = h
+        .kbg(&["deploy-pool", "beta", "--timeout", "1m", "-o", "json"])
+        .await;
     run.expect_code(1);
     let report = run.json();
     assert_eq!(names(&report["failed"]), ["beta-2"], "{report}");
     assert_eq!(names(&report["never_joined"]), ["beta-1"], "{report}");
     assert_eq!(report["nodes_ready"], 1);
     let errors = run.error_lines().join("\n");
-    assert!(errors.contains("2 of 3 machines did not join: beta-2, beta-1"), "{errors}");
+    assert!(
+        errors.contains("2 of 3 machines did not join: beta-2, beta-1"),
+        "{errors}"
+    );
     assert_eq!(pool_nodes(&client, "beta").await, ["beta-0", "beta-1"]);
     // The Ready node carries the pool's labels and taints.
     let nodes: Api<Node> = Api::all(client.clone());
@@ -73,12 +83,22 @@ async fn failed_machines_are_reported_cleaned_up_and_replaced() {
     assert_eq!(b0.spec.unwrap().taints.unwrap()[0].key, "dedicated");
 
     // 2. A rerun asks for the same names: nothing doubles.
-    h.kbg(&["deploy-pool", "beta", "--timeout", "30s"]).await.expect_code(1);
+    h.kbg(&["deploy-pool", "beta", "--timeout", "30s"])
+        .await
+        .expect_code(1);
     assert_eq!(pool_nodes(&client, "beta").await, ["beta-0", "beta-1"]);
 
     // 3. --cleanup-on-failure deprovisions what did not join.
     let run = h
-        .kbg(&["deploy-pool", "beta", "--timeout", "30s", "--cleanup-on-failure", "-o", "json"])
+        .kbg(&[
+            "deploy-pool",
+            "beta",
+            "--timeout",
+            "30s",
+            "--cleanup-on-failure",
+            "-o",
+            "json",
+        ])
         .await;
     run.expect_code(1);
     let mut cleaned = names(&run.json()["cleaned_up"]);
@@ -89,12 +109,17 @@ async fn failed_machines_are_reported_cleaned_up_and_replaced() {
     // 4. The next run makes replacements under fresh names, never reusing a failed one.
     let run = h.kbg(&["deploy-pool", "beta", "-o", "json"]).await;
     run.expect_code(0);
-    assert_eq!(pool_nodes(&client, "beta").await, ["beta-0", "beta-3", "beta-4"]);
+    assert_eq!(
+        pool_nodes(&client, "beta").await,
+        ["beta-0", "beta-3", "beta-4"]
+    );
     let state: Api<ConfigMap> = Api::namespaced(client.clone(), "kube-system");
     let cm = state.get("kbg-state").await.unwrap();
-    let record: serde_json::Value =
-        serde_json::from_str(&cm.data.unwrap()["pool.beta"]).unwrap();
-    assert_eq!(record["machines"], serde_json::json!(["beta-0", "beta-3", "beta-4"]));
+    let record: serde_json::Value = serde_json::from_str(&cm.data.unwrap()["pool.beta"]).unwrap();
+    assert_eq!(
+        record["machines"],
+        serde_json::json!(["beta-0", "beta-3", "beta-4"])
+    );
     assert_eq!(record["retired"], serde_json::json!(["beta-1", "beta-2"]));
 }
 
@@ -103,7 +128,16 @@ async fn retry_failed_replaces_machines_in_one_run() {
     let h = Harness::start("", KBG_YAML).await;
     let client = h.client().await;
     let run = h
-        .kbg(&["deploy-pool", "gamma", "--timeout", "1m", "--retry-failed", "2", "-o", "json"])
+        .kbg(&[
+            "deploy-pool",
+            "gamma",
+            "--timeout",
+            "1m",
+            "--retry-failed",
+            "2",
+            "-o",
+            "json",
+        ])
         .await;
     run.expect_code(0);
     let report = run.json();
@@ -111,7 +145,10 @@ async fn retry_failed_replaces_machines_in_one_run() {
     replaced.sort();
     assert_eq!(replaced, ["gamma-0", "gamma-2"], "{report}");
     assert_eq!(report["nodes_ready"], 3);
-    assert_eq!(pool_nodes(&client, "gamma").await, ["gamma-1", "gamma-3", "gamma-4"]);
+    assert_eq!(
+        pool_nodes(&client, "gamma").await,
+        ["gamma-1", "gamma-3", "gamma-4"]
+    );
 
     // Teardown removes every machine; a rerun finds nothing to do.
     let run = h.kbg(&["teardown", "gamma", "-o", "json"]).await;

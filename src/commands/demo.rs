@@ -213,12 +213,13 @@ async fn demo(
     let deployed = deploy_pool::execute(
         &ctx,
         &beta,
-        &pool_spec(&beta, &settings.join),
+        &pool_spec(&beta, &settings.join, None),
         &DeployPoolArgs {
             name: "beta".into(),
             timeout: Duration::from_secs(600),
             cleanup_on_failure: false,
             retry_failed: 0,
+            insecure_accept_host_keys: false,
         },
     )
     .await;
@@ -252,11 +253,12 @@ async fn demo(
     let torn = teardown::execute(
         &ctx,
         &alpha,
-        &pool_spec(&alpha, &settings.join),
+        &pool_spec(&alpha, &settings.join, None),
         &TeardownArgs {
             name: "alpha".into(),
             force: false,
             timeout: Duration::from_secs(600),
+            insecure_accept_host_keys: false,
         },
     )
     .await;

@@ -31,7 +31,7 @@ use crate::client::is_not_found;
 use crate::config::{Membership, PoolConfig};
 use crate::error::{Error, Result};
 use crate::pool;
-use crate::providers::{self, pool_spec};
+use crate::providers::{self, ProviderOptions, pool_spec};
 use crate::retry::retry;
 use crate::settings::Settings;
 use crate::skew;
@@ -175,7 +175,7 @@ pub async fn run(settings: Settings, args: DeployPoolArgs, ui: Ui) -> Result<Exi
         .pool(&args.name)
         .map_err(Error::usage)?
         .clone();
-    let spec = pool_spec(&pool, &settings.join);
+    let spec = pool_spec(&pool, &settings.join, settings.base_dir().as_deref());
     let ctx = Ctx::new(settings, format!("kbg deploy-pool {}", pool.name), ui).await?;
     let result = execute(&ctx, &pool, &spec, &args).await;
     let outcome = match result {
@@ -214,7 +214,11 @@ pub async fn execute(
         ))
     })?;
     let ledger = Arc::new(StateLedger::new(ctx.state.clone()));
-    let provider = providers::build(pool, spec, &ctx.client, ledger).await?;
+    let options = ProviderOptions {
+        base_dir: ctx.settings.base_dir(),
+        insecure_accept_host_keys: args.insecure_accept_host_keys,
+    };
+    let provider = providers::build(pool, spec, &ctx.client, ledger, &options).await?;
     let api = ctx.api_server_version().await?;
     skew::check_kubelet(&version, std::slice::from_ref(&api))
         .map_err(|v| Error::usage(format!("pools.{}.version: {v}", pool.name)))?;

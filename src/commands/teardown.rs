@@ -28,7 +28,7 @@ use crate::config::PoolConfig;
 use crate::cordon;
 use crate::error::{Error, Result};
 use crate::pool;
-use crate::providers::{self, pool_spec};
+use crate::providers::{self, ProviderOptions, pool_spec};
 use crate::retry::retry;
 use crate::settings::Settings;
 use crate::state::{OpHeader, Phase, StateLedger, TeardownRecord, op_key, pool_key};
@@ -83,7 +83,7 @@ pub async fn run(settings: Settings, args: TeardownArgs, ui: Ui) -> Result<ExitC
         .pool(&args.name)
         .map_err(Error::usage)?
         .clone();
-    let spec = pool_spec(&pool, &settings.join);
+    let spec = pool_spec(&pool, &settings.join, settings.base_dir().as_deref());
     let ctx = Ctx::new(settings, format!("kbg teardown {}", pool.name), ui).await?;
     let result = execute(&ctx, &pool, &spec, &args).await;
     let outcome = result.map(|report| {
@@ -105,7 +105,11 @@ pub async fn execute(
     args: &TeardownArgs,
 ) -> Result<TeardownReport> {
     let ledger = Arc::new(StateLedger::new(ctx.state.clone()));
-    let provider = providers::build(pool, spec, &ctx.client, ledger).await?;
+    let options = ProviderOptions {
+        base_dir: ctx.settings.base_dir(),
+        insecure_accept_host_keys: args.insecure_accept_host_keys,
+    };
+    let provider = providers::build(pool, spec, &ctx.client, ledger, &options).await?;
     // Refuse before taking the Lease, so a refusal writes nothing; checked again under it.
     check(ctx, pool, args.force).await?;
     ctx.locked(
