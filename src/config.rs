@@ -1130,6 +1130,20 @@ pools:
     }
 
     #[test]
+    fn the_example_files_parse() {
+        for (name, text) in [
+            ("examples/kbg.yaml", include_str!("../examples/kbg.yaml")),
+            (
+                "examples/demo/kbg.yaml",
+                include_str!("../examples/demo/kbg.yaml"),
+            ),
+        ] {
+            let c = Config::parse(text).unwrap_or_else(|e| panic!("{name}: {e:?}"));
+            assert!(c.pools.contains_key("beta"), "{name}");
+        }
+    }
+
+    #[test]
     fn an_empty_file_is_an_empty_config() {
         let c = Config::parse("").unwrap();
         assert!(c.pools.is_empty());
