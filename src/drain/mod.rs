@@ -200,7 +200,8 @@ pub enum NodeOutcome {
     /// Every pod that had to move is gone.
     Drained,
     /// Pods that no flag allowed were on it when the drain started: nothing was evicted
-    /// (kubectl's behaviour). `not_moved` names them and the flag for each.
+    /// (kubectl's behaviour). `not_moved` names those pods and the flag for each; the
+    /// node's other pods were not touched and are not listed.
     Blocked,
     /// `node_timeout` passed with pods still there (`not_moved` says why each stayed).
     TimedOut,

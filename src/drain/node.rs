@@ -11,6 +11,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -73,6 +74,30 @@ struct Tracked {
     force_attempt: bool,
     /// The last thing a PDB said about this pod: (PDB name, message).
     last_pdb: Option<(String, String)>,
+    /// The PDBs selecting this pod, as of a generation of the PDB set.
+    pdb_match: Option<(u64, PdbMatch)>,
+}
+
+impl Tracked {
+    /// The PDBs selecting this pod, matched again only when the PDB set changed.
+    fn pdbs(&mut self, sh: &Shared<'_>) -> PdbMatch {
+        let generation = sh.pdbs.selectors_generation();
+        match &self.pdb_match {
+            Some((g, m)) if *g == generation => m.clone(),
+            _ => {
+                let m = sh.pdbs.matching(&self.pod.namespace, &self.labels);
+                self.pdb_match = Some((generation, m.clone()));
+                m
+            }
+        }
+    }
+
+    /// Give back the PDB try this pod holds, if any.
+    fn release(&mut self, sh: &Shared<'_>) {
+        if let Some(key) = self.token.take() {
+            sh.pdbs.release(&key, &self.pod.name);
+        }
+    }
 }
 
 /// Drain one node until every pod that must move is gone, or `node_timeout` passes.
@@ -117,6 +142,8 @@ struct NodeRun<'s, 'o> {
     blocked_at_start: bool,
     /// UIDs seen during a re-list.
     relist: Option<HashSet<String>>,
+    /// Woken by the PDB tracker when a PDB this node's pods wait on changes.
+    waker: Arc<tokio::sync::Notify>,
     report: NodeDrainReport,
     first_error: Option<kube::Error>,
 }
@@ -133,6 +160,7 @@ impl<'s, 'o> NodeRun<'s, 'o> {
             listed: false,
             blocked_at_start: false,
             relist: None,
+            waker: Arc::new(tokio::sync::Notify::new()),
             report: NodeDrainReport::new(node),
             first_error: None,
         }
@@ -157,13 +185,16 @@ impl<'s, 'o> NodeRun<'s, 'o> {
         let mut inflight: FuturesUnordered<BoxFuture<'s, (String, Evicted)>> =
             FuturesUnordered::new();
         let mut timers: FuturesUnordered<BoxFuture<'s, (String, u32)>> = FuturesUnordered::new();
-        let mut pdb_changes = sh.pdbs.subscribe();
+        let mut pdb_view = sh.pdbs.subscribe();
+        let waker = Arc::clone(&self.waker);
         let mut watch_pause: Option<BoxFuture<'s, ()>> = None;
         let mut watch_delays = pdb::retry_delays();
         let mut pdb_grace: Option<BoxFuture<'s, ()>> =
             Some(Box::pin(async move { clock.sleep(PDB_SYNC_GRACE).await }));
         loop {
-            if self.is_done() {
+            // Answers already on their way are read even when every pod is gone: a pod's
+            // DELETED event can be seen before its eviction's 201.
+            if self.is_done() && inflight.is_empty() {
                 return;
             }
             if pdb_grace.is_some() && sh.pdbs.is_settled() {
@@ -203,7 +234,8 @@ impl<'s, 'o> NodeRun<'s, 'o> {
                     self.on_evicted(&uid, result, &mut timers);
                 }
                 Some((uid, seq)) = timers.next(), if !timers.is_empty() => self.on_timer(&uid, seq),
-                Ok(()) = pdb_changes.changed() => self.wake_parked(),
+                () = waker.notified() => self.wake_parked(&mut timers),
+                Ok(()) = pdb_view.changed() => self.wake_parked(&mut timers),
             }
         }
     }
@@ -264,9 +296,7 @@ impl<'s, 'o> NodeRun<'s, 'o> {
                 t.terminating = true;
                 if matches!(t.state, State::Queued | State::Parked { .. }) {
                     t.state = State::Terminating;
-                    if let Some(key) = t.token.take() {
-                        self.sh.pdbs.give_back(&key);
-                    }
+                    t.release(self.sh);
                 }
             }
             return;
@@ -310,6 +340,7 @@ impl<'s, 'o> NodeRun<'s, 'o> {
                 park_seq: 0,
                 force_attempt: false,
                 last_pdb: None,
+                pdb_match: None,
             },
         );
     }
@@ -322,11 +353,10 @@ impl<'s, 'o> NodeRun<'s, 'o> {
         let was = std::mem::replace(&mut t.state, State::Gone);
         match was {
             State::Gone | State::Blocked(_) | State::Failed(_) => {}
+            // The eviction's answer releases its try.
             State::InFlight => self.sh.observer.pod_gone(&self.node, &t.pod),
             State::Queued | State::Parked { .. } | State::Evicted | State::Terminating => {
-                if let Some(key) = t.token.take() {
-                    self.sh.pdbs.give_back(&key);
-                }
+                t.release(self.sh);
                 self.sh.observer.pod_gone(&self.node, &t.pod);
             }
         }
@@ -347,9 +377,9 @@ impl<'s, 'o> NodeRun<'s, 'o> {
             && !t.force_attempt
             && t.ready
             && sh.pdbs.is_live()
-            && let PdbMatch::One(key) = sh.pdbs.matching(&t.pod.namespace, &t.labels)
+            && let PdbMatch::One(key) = t.pdbs(sh)
         {
-            if sh.pdbs.try_take(&key) {
+            if sh.pdbs.try_take(&key, &t.pod.name) {
                 t.token = Some(key);
             } else {
                 self.report.pdb_waits += 1;
@@ -405,7 +435,8 @@ impl<'s, 'o> NodeRun<'s, 'o> {
             pdb: pdb.clone(),
             on_watch,
         };
-        if let (true, Some(key)) = (on_watch, pdb) {
+        if let Some(key) = pdb {
+            sh.pdbs.register(&key, &self.waker);
             self.parked
                 .entry(key)
                 .or_default()
@@ -432,38 +463,54 @@ impl<'s, 'o> NodeRun<'s, 'o> {
     }
 
     /// A PDB's status (or the PDB watch's health) changed: wake the parked pods it now
-    /// allows, as many as it allows.
-    fn wake_parked(&mut self) {
+    /// allows, as many as it allows — those waiting on the watch, and those waiting on a
+    /// timer (a Retry-After, a PDB not seen before) whose PDB the watch now shows.
+    fn wake_parked(&mut self, timers: &mut FuturesUnordered<BoxFuture<'s, (String, u32)>>) {
         let pdbs = &self.sh.pdbs;
         if !pdbs.is_live() {
-            // No view to wait on: every pod parked on it falls back to being tried.
-            for (_, uids) in self.parked.drain() {
-                for uid in uids {
+            // The view is gone: pods waiting on it are tried after the retry interval.
+            let waiting: Vec<(String, PdbKey)> = self
+                .parked
+                .drain()
+                .flat_map(|(key, uids)| uids.into_iter().map(move |uid| (uid, key.clone())))
+                .filter(|(uid, _)| {
+                    self.pods
+                        .get(uid)
+                        .is_some_and(|t| matches!(t.state, State::Parked { on_watch: true, .. }))
+                })
+                .collect();
+            for (uid, key) in waiting {
+                let interval = self.sh.opts.eviction_retry_interval;
+                self.park(&uid, Some(key), Some(interval), timers);
+            }
+            return;
+        }
+        for (key, uids) in &mut self.parked {
+            if !pdbs.knows(key) {
+                // Deleted since (or never seen): pods that waited on it go now; those on a
+                // timer keep it.
+                for uid in uids.drain(..) {
                     if let Some(t) = self.pods.get_mut(&uid)
-                        && matches!(t.state, State::Parked { on_watch: true, .. })
+                        && matches!(&t.state, State::Parked { pdb: Some(k), on_watch: true } if k == key)
                     {
                         t.state = State::Queued;
                         t.force_attempt = true;
                         self.queue.push_back(uid);
                     }
                 }
+                continue;
             }
-            return;
-        }
-        for (key, uids) in &mut self.parked {
             while let Some(uid) = uids.front() {
-                let waiting = self.pods.get(uid).is_some_and(|t| {
+                let waiting = self.pods.get_mut(uid).filter(|t| {
                     t.token.is_none()
-                        && matches!(&t.state, State::Parked { pdb: Some(k), on_watch: true } if k == key)
+                        && matches!(&t.state, State::Parked { pdb: Some(k), .. } if k == key)
                 });
-                if waiting {
-                    if !pdbs.try_take(key) {
+                if let Some(t) = waiting {
+                    if !pdbs.try_take(key, &t.pod.name) {
                         break;
                     }
-                    if let Some(t) = self.pods.get_mut(uid) {
-                        t.token = Some(key.clone());
-                        t.state = State::Queued;
-                    }
+                    t.token = Some(key.clone());
+                    t.state = State::Queued;
                     self.queue.push_back(uid.clone());
                 }
                 uids.pop_front();
@@ -484,12 +531,12 @@ impl<'s, 'o> NodeRun<'s, 'o> {
             return;
         };
         let already_gone = t.state == State::Gone;
-        let token = t.token.take();
-        let give_back = |token: Option<PdbKey>| {
-            if let Some(key) = token {
-                sh.pdbs.give_back(&key);
-            }
-        };
+        let held = t.token.clone();
+        if !matches!(result.outcome, EvictOutcome::Evicted) || !t.ready || already_gone {
+            // No budget spent on it (or, for a pod not Ready, none that the PDB's next
+            // status would name); a gone pod's budget is in the status by now.
+            t.release(sh);
+        }
         match result.outcome {
             EvictOutcome::Evicted => {
                 self.report.pods_evicted += 1;
@@ -500,7 +547,6 @@ impl<'s, 'o> NodeRun<'s, 'o> {
                 }
             }
             EvictOutcome::Gone => {
-                give_back(token);
                 if !already_gone {
                     t.state = State::Gone;
                     sh.observer.pod_gone(&self.node, &t.pod);
@@ -510,8 +556,8 @@ impl<'s, 'o> NodeRun<'s, 'o> {
                 self.report.pdb_retries += 1;
                 let key = pdb
                     .map(|name| (t.pod.namespace.clone(), name))
-                    .or(token)
-                    .or_else(|| match sh.pdbs.matching(&t.pod.namespace, &t.labels) {
+                    .or(held)
+                    .or_else(|| match t.pdbs(sh) {
                         PdbMatch::One(key) => Some(key),
                         _ => None,
                     });
@@ -531,7 +577,6 @@ impl<'s, 'o> NodeRun<'s, 'o> {
                 pdb,
                 message,
             } => {
-                give_back(token);
                 self.report.pdb_retries += 1;
                 let name = pdb.unwrap_or_else(|| "unknown".to_string());
                 sh.observer.pdb_blocked(&self.node, &t.pod, &name, &message);
@@ -542,7 +587,6 @@ impl<'s, 'o> NodeRun<'s, 'o> {
                 }
             }
             EvictOutcome::NamespaceTerminating => {
-                give_back(token);
                 // kubectl: a pod already terminating is waited for; otherwise retried
                 // after 5 s until the namespace controller deletes it.
                 if already_gone {
@@ -553,7 +597,6 @@ impl<'s, 'o> NodeRun<'s, 'o> {
                 }
             }
             EvictOutcome::Failed(error) => {
-                give_back(token);
                 let (code, message) = match &error {
                     kube::Error::Api(status) => (status.code, status.message.clone()),
                     other => (0, other.to_string()),
@@ -568,12 +611,24 @@ impl<'s, 'o> NodeRun<'s, 'o> {
     }
 
     fn finish(&mut self, timed_out: bool, cluster_seconds: f64) -> NodeDrainReport {
+        // Tries held by evictions cut off at the deadline go back, so the other nodes
+        // draining under the same PDBs do not wait for them. (An evicted pod's try is
+        // in the PDB's status already, or soon.)
+        let sh = self.sh;
+        for t in self.pods.values_mut() {
+            if t.state != State::Evicted {
+                t.release(sh);
+            }
+        }
+        let blocked_at_start = self.blocked_at_start;
         let mut not_moved: Vec<PodProblem> = self
             .pods
             .values()
             .filter_map(|t| {
                 let reason = match &t.state {
                     State::Gone => return None,
+                    // A refused node names what refuses it; its other pods were not touched.
+                    _ if blocked_at_start && !matches!(t.state, State::Blocked(_)) => return None,
                     State::Queued | State::InFlight => NotMovedReason::NotEvicted,
                     State::Parked { pdb, .. } => {
                         let described = pdb.as_ref().and_then(|k| self.sh.pdbs.describe(k));
