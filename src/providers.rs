@@ -9,7 +9,14 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use kbg_provider::{JoinConfig, Ledger, PoolSpec, Provider, ProviderError};
+use std::time::Duration;
+
+use kbg_provider::{
+    DeprovisionReport, JoinConfig, Ledger, Machine, PoolSpec, Provider, ProviderError,
+};
+
+use crate::clock::Clock;
+use crate::retry::retry_provider;
 
 use crate::config::{JoinSettings, PoolConfig};
 use crate::error::{Error, Result};
@@ -108,6 +115,99 @@ pub async fn build(
         }
     };
     built.map_err(|e| Error::provider(format!("pool {}", pool.name), e))
+}
+
+/// Rounds of retrying the machines whose provisioning or deprovisioning failed with a
+/// retryable error.
+const MACHINE_ROUNDS: usize = 4;
+
+/// Every machine of `spec`'s pool, retrying retryable failures.
+///
+/// # Errors
+/// [`Error::Provider`] when the provider cannot be asked.
+pub async fn list(provider: &dyn Provider, spec: &PoolSpec, clock: Clock) -> Result<Vec<Machine>> {
+    retry_provider(clock, "list machines", || provider.list(spec))
+        .await
+        .map_err(|e| Error::provider(format!("listing the machines of pool {}", spec.name), e))
+}
+
+/// Make sure machines `names` exist: the whole call is retried on retryable errors, and so
+/// are the machines that failed with one (a few rounds). Returns the machines that exist
+/// and one error per machine that could not be made.
+///
+/// # Errors
+/// [`Error::Provider`] when the whole request keeps failing.
+pub async fn provision(
+    provider: &dyn Provider,
+    spec: &PoolSpec,
+    names: &[String],
+    clock: Clock,
+) -> Result<(Vec<Machine>, Vec<ProviderError>)> {
+    let mut machines = Vec::new();
+    let mut pending: Vec<String> = names.to_vec();
+    let mut failed = Vec::new();
+    for round in 0..MACHINE_ROUNDS {
+        if round > 0 {
+            clock.sleep(Duration::from_secs(2u64 << round)).await;
+        }
+        let report = retry_provider(clock, "provision", || provider.provision(spec, &pending))
+            .await
+            .map_err(|e| Error::provider(format!("provisioning pool {}", spec.name), e))?;
+        machines.extend(report.machines);
+        let last = round + 1 == MACHINE_ROUNDS;
+        let (again, given_up): (Vec<ProviderError>, Vec<ProviderError>) = report
+            .failed
+            .into_iter()
+            .partition(|e| e.is_retryable() && e.machine.is_some() && !last);
+        failed = given_up;
+        pending = again.into_iter().filter_map(|e| e.machine).collect();
+        if pending.is_empty() {
+            break;
+        }
+    }
+    machines.sort_by(|a, b| a.name.cmp(&b.name));
+    machines.dedup_by(|a, b| a.name == b.name);
+    Ok((machines, failed))
+}
+
+/// Remove `machines`, retrying the call and the machines that failed with a retryable
+/// error (a few rounds).
+///
+/// # Errors
+/// [`Error::Provider`] when the whole request keeps failing.
+pub async fn deprovision(
+    provider: &dyn Provider,
+    spec: &PoolSpec,
+    machines: &[Machine],
+    clock: Clock,
+) -> Result<DeprovisionReport> {
+    let mut out = DeprovisionReport::default();
+    let mut pending: Vec<Machine> = machines.to_vec();
+    for round in 0..MACHINE_ROUNDS {
+        if round > 0 {
+            clock.sleep(Duration::from_secs(2u64 << round)).await;
+        }
+        let report = retry_provider(clock, "deprovision", || {
+            provider.deprovision(spec, &pending)
+        })
+        .await
+        .map_err(|e| {
+            Error::provider(format!("deprovisioning machines of pool {}", spec.name), e)
+        })?;
+        out.removed.extend(report.removed);
+        let last = round + 1 == MACHINE_ROUNDS;
+        let (again, given_up): (Vec<ProviderError>, Vec<ProviderError>) = report
+            .failed
+            .into_iter()
+            .partition(|e| e.is_retryable() && e.machine.is_some() && !last);
+        out.failed = given_up;
+        let names: Vec<String> = again.into_iter().filter_map(|e| e.machine).collect();
+        pending.retain(|m| names.contains(&m.name));
+        if pending.is_empty() {
+            break;
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

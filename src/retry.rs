@@ -75,6 +75,36 @@ where
         .await
 }
 
+/// Run a provider call `op`, retrying it while it fails with a retryable
+/// [`kbg_provider::ProviderError`] (throttled, transient, capacity, timeout), with the
+/// same backoff as [`retry`]. Provider calls are idempotent by machine name, so a retry
+/// never doubles anything.
+///
+/// # Errors
+/// The first non-retryable error, or the last retryable one after [`MAX_RETRIES`].
+pub async fn retry_provider<T, F, Fut>(
+    clock: Clock,
+    what: &str,
+    op: F,
+) -> Result<T, kbg_provider::ProviderError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, kbg_provider::ProviderError>>,
+{
+    let backoff = ExponentialBuilder::default()
+        .with_min_delay(MIN_DELAY)
+        .with_max_delay(MAX_DELAY)
+        .with_max_times(MAX_RETRIES)
+        .with_jitter();
+    op.retry(backoff)
+        .sleep(move |d| async move { clock.sleep(d).await })
+        .when(kbg_provider::ProviderError::is_retryable)
+        .notify(
+            |e, d| tracing::debug!(call = what, error = %e, wait = ?d, "retrying provider call"),
+        )
+        .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,10 +17,9 @@
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Node, Taint as KTaint};
-use kbg_provider::{Machine, MachineState, PoolSpec, Provider, ProviderError};
+use kbg_provider::{Machine, MachineState, PoolSpec, Provider};
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::watcher;
 use serde::Serialize;
@@ -38,9 +37,6 @@ use crate::skew;
 use crate::state::{DeployRecord, OpHeader, Phase, PoolRecord, StateLedger, op_key, pool_key};
 use crate::ui::Ui;
 use crate::wait;
-
-/// Rounds of retrying machines whose provisioning failed with a retryable error.
-const PROVISION_ATTEMPTS: usize = 4;
 
 /// One machine in the report.
 #[derive(Debug, Clone, Serialize)]
@@ -230,54 +226,6 @@ pub async fn execute(
     .await
 }
 
-/// Provision `names`, retrying retryable failures a few times.
-async fn provision(
-    ctx: &Ctx,
-    provider: &dyn Provider,
-    spec: &PoolSpec,
-    names: &[String],
-) -> Result<(Vec<Machine>, Vec<ProviderError>)> {
-    let mut machines = Vec::new();
-    let mut pending: Vec<String> = names.to_vec();
-    let mut failed = Vec::new();
-    for attempt in 0..PROVISION_ATTEMPTS {
-        if attempt > 0 {
-            ctx.clock.sleep(Duration::from_secs(2u64 << attempt)).await;
-        }
-        let report = match provider.provision(spec, &pending).await {
-            Ok(r) => r,
-            Err(e) if e.is_retryable() && attempt + 1 < PROVISION_ATTEMPTS => {
-                tracing::debug!(error = %e, "provisioning failed; retrying");
-                continue;
-            }
-            Err(e) => {
-                return Err(Error::provider(
-                    format!("provisioning pool {}", spec.name),
-                    e,
-                ));
-            }
-        };
-        machines.extend(report.machines);
-        failed.clear();
-        let mut retry_names = Vec::new();
-        for e in report.failed {
-            match &e.machine {
-                Some(m) if e.is_retryable() && attempt + 1 < PROVISION_ATTEMPTS => {
-                    retry_names.push(m.clone());
-                }
-                _ => failed.push(e),
-            }
-        }
-        if retry_names.is_empty() {
-            break;
-        }
-        pending = retry_names;
-    }
-    machines.sort_by(|a, b| a.name.cmp(&b.name));
-    machines.dedup_by(|a, b| a.name == b.name);
-    Ok((machines, failed))
-}
-
 fn node_of<'a>(m: &Machine, nodes: &'a [Arc<Node>]) -> Option<&'a Arc<Node>> {
     nodes
         .iter()
@@ -338,10 +286,7 @@ async fn remove_machines(
     if names.is_empty() {
         return Ok(Vec::new());
     }
-    let existing = provider
-        .list(spec)
-        .await
-        .map_err(|e| Error::provider(format!("listing the machines of pool {}", spec.name), e))?;
+    let existing = providers::list(provider, spec, ctx.clock).await?;
     let doomed: Vec<Machine> = existing
         .into_iter()
         .filter(|m| names.contains(&m.name))
@@ -372,9 +317,7 @@ async fn remove_machines(
             }
         }
     }
-    let report = provider.deprovision(spec, &doomed).await.map_err(|e| {
-        Error::provider(format!("deprovisioning machines of pool {}", spec.name), e)
-    })?;
+    let report = providers::deprovision(provider, spec, &doomed, ctx.clock).await?;
     if let Some(e) = report.failed.into_iter().next() {
         return Err(Error::provider(
             format!("deprovisioning machines of pool {}", spec.name),
@@ -447,7 +390,7 @@ async fn deploy(
             pool.provider,
             spec.version
         ));
-        let (made, failed) = provision(ctx, provider, spec, &names).await?;
+        let (made, failed) = providers::provision(provider, spec, &names, ctx.clock).await?;
         let made: Vec<Machine> = made
             .into_iter()
             .filter(|m| m.state != MachineState::Failed)

@@ -35,6 +35,7 @@ use super::Ctx;
 use crate::cli::MigrateArgs;
 use crate::config::{Config, PoolConfig};
 use crate::cordon::{self, Cordoned};
+use crate::drain::Owners;
 use crate::drain::{
     DrainError, DrainObserver, DrainOptions, DrainReport, NodeDrainReport, NodeOutcome,
     PodDisposition, PodRef, drain_nodes,
@@ -42,7 +43,7 @@ use crate::drain::{
 use crate::error::{Error, Result};
 use crate::plan::plan_batches;
 use crate::pool;
-use crate::preflight::{Allowances, Blocker, PreflightReport, preflight};
+use crate::preflight::{Allowances, Blocker, PreflightReport, SourcePod, TargetInput, assess};
 use crate::retry::retry;
 use crate::selector::validate_dns_label;
 use crate::settings::{DrainSettings, Settings, resolve_drain};
@@ -51,6 +52,9 @@ use crate::state::{MigrateRecord, Phase, op_key};
 use crate::ui::Ui;
 use crate::version::KubeVersion;
 use crate::workloads;
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{Api, ListParams};
 
 /// The pool `name` as the command line names it: from `kbg.yaml`, or (when there is no
 /// `kbg.yaml` at all) the nodes labelled `kbg.io/pool=<name>`.
@@ -321,6 +325,54 @@ fn skew_problems(target: &[Node], api: &KubeVersion) -> Vec<String> {
         .collect()
 }
 
+/// The drain engine's preflight ([`crate::preflight::assess`]) over reads that each go
+/// through kbg's one retry layer: the engine's own `preflight` sends its reads bare, and
+/// retrying the whole of it as one unit rarely gets through an API server that fails a
+/// share of requests.
+async fn preflight(
+    ctx: &Ctx,
+    source: &[Node],
+    target: &[Node],
+    opts: &DrainOptions,
+) -> std::result::Result<PreflightReport, kube::Error> {
+    let lp = ListParams::default();
+    let daemonsets: Api<DaemonSet> = Api::all(ctx.client.clone());
+    let owners = Owners::with_daemonsets(
+        retry(ctx.clock, "list daemonsets", || {
+            daemonsets.list_metadata(&lp)
+        })
+        .await?
+        .items
+        .into_iter()
+        .map(|d| {
+            (
+                d.metadata.namespace.unwrap_or_default(),
+                d.metadata.name.unwrap_or_default(),
+            )
+        }),
+    );
+    let pdbs: Api<PodDisruptionBudget> = Api::all(ctx.client.clone());
+    let pdbs = retry(ctx.clock, "list pdbs", || pdbs.list(&lp))
+        .await?
+        .items;
+    let mut sources = Vec::new();
+    for n in source {
+        let name = pool::name(n).to_string();
+        let pods = pool::pods_on(&ctx.client, &name, ctx.clock).await?;
+        let plans = pods
+            .iter()
+            .map(|p| SourcePod::of(p, opts, &owners))
+            .collect();
+        sources.push((name, plans));
+    }
+    let mut targets = Vec::new();
+    for n in target {
+        let pods = pool::pods_on(&ctx.client, pool::name(n), ctx.clock).await?;
+        targets.push(TargetInput::of(n, &pods));
+    }
+    Ok(assess(sources, &targets, &pdbs))
+}
+
 struct Planned {
     source: Vec<Node>,
     batches: Vec<Vec<String>>,
@@ -344,11 +396,9 @@ async fn plan(
     let (source, target) = pools(ctx, from, to).await?;
     let api = ctx.api_server_version().await?;
     let opts = drain_options(drain, ctx.clock);
-    let report = retry(ctx.clock, "preflight", || {
-        preflight(&ctx.client, &source, &target, &opts)
-    })
-    .await
-    .map_err(|e| Error::kube(format!("preflight of {} -> {}", from.name, to.name), e))?;
+    let report = preflight(ctx, &source, &target, &opts)
+        .await
+        .map_err(|e| Error::kube(format!("preflight of {} -> {}", from.name, to.name), e))?;
     let blockers = report.blockers(&Allowances::from(&opts));
     let names: Vec<String> = source.iter().map(|n| pool::name(n).to_string()).collect();
     Ok(Planned {

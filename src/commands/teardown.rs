@@ -227,10 +227,7 @@ async fn teardown(
 
     // The machines, listed while their nodes still exist (a simulated machine is its
     // node, and other providers may need the node to find theirs).
-    let machines = provider
-        .list(spec)
-        .await
-        .map_err(|e| Error::provider(format!("listing the machines of pool {name}"), e))?;
+    let machines = providers::list(provider, spec, ctx.clock).await?;
 
     record.op.go(Phase::DeletingNodes);
     ctx.state.put(&key, &record).await?;
@@ -279,11 +276,7 @@ async fn teardown(
     record.op.go(Phase::Deprovisioning);
     ctx.state.put(&key, &record).await?;
     let mut machines = machines;
-    for m in provider
-        .list(spec)
-        .await
-        .map_err(|e| Error::provider(format!("listing the machines of pool {name}"), e))?
-    {
+    for m in providers::list(provider, spec, ctx.clock).await? {
         if !machines.iter().any(|k| k.name == m.name) {
             machines.push(m);
         }
@@ -294,9 +287,7 @@ async fn teardown(
             "deprovisioning {} machines of pool {name}",
             machines.len()
         ));
-        let report = provider.deprovision(spec, &machines).await.map_err(|e| {
-            Error::provider(format!("deprovisioning the machines of pool {name}"), e)
-        })?;
+        let report = providers::deprovision(provider, spec, &machines, ctx.clock).await?;
         removed = report.removed;
         if !report.failed.is_empty() {
             let why: Vec<String> = report.failed.iter().map(ToString::to_string).collect();
@@ -316,10 +307,7 @@ async fn teardown(
     }
 
     // Verify: no machine listed, no node of the pool.
-    let still = provider
-        .list(spec)
-        .await
-        .map_err(|e| Error::provider(format!("listing the machines of pool {name}"), e))?;
+    let still = providers::list(provider, spec, ctx.clock).await?;
     let nodes_left = pool::list_nodes(&ctx.client, pool, ctx.clock)
         .await
         .map_err(list_err)?;
