@@ -51,6 +51,16 @@ pub fn is_pdb_refusal(status: &kube::core::Status) -> bool {
             .is_some_and(|d| d.causes.iter().any(|c| c.reason == "DisruptionBudget"))
 }
 
+/// Exponential backoff with jitter, from [`MIN_DELAY`] to [`MAX_DELAY`], at most
+/// [`MAX_RETRIES`] retries.
+fn backoff() -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(MIN_DELAY)
+        .with_max_delay(MAX_DELAY)
+        .with_max_times(MAX_RETRIES)
+        .with_jitter()
+}
+
 /// Run `op`, retrying transient faults ([`is_transient`]) with exponential backoff.
 ///
 /// `what` names the request for the debug log. Requests that create objects must treat
@@ -63,12 +73,7 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, kube::Error>>,
 {
-    let backoff = ExponentialBuilder::default()
-        .with_min_delay(MIN_DELAY)
-        .with_max_delay(MAX_DELAY)
-        .with_max_times(MAX_RETRIES)
-        .with_jitter();
-    op.retry(backoff)
+    op.retry(backoff())
         .sleep(move |d| async move { clock.sleep(d).await })
         .when(is_transient)
         .notify(|e, d| tracing::debug!(request = what, error = %e, wait = ?d, "retrying"))
@@ -91,12 +96,7 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, kbg_provider::ProviderError>>,
 {
-    let backoff = ExponentialBuilder::default()
-        .with_min_delay(MIN_DELAY)
-        .with_max_delay(MAX_DELAY)
-        .with_max_times(MAX_RETRIES)
-        .with_jitter();
-    op.retry(backoff)
+    op.retry(backoff())
         .sleep(move |d| async move { clock.sleep(d).await })
         .when(kbg_provider::ProviderError::is_retryable)
         .notify(

@@ -28,17 +28,7 @@ workloads:
     name: agent
 "#;
 
-const KBG_YAML: &str = r#"
-pools:
-  alpha:
-    provider: sim
-    version: v1.32.4
-    count: 3
-  beta:
-    provider: sim
-    version: v1.33.1
-    count: 3
-"#;
+const KBG_YAML: &str = common::ALPHA_BETA;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_three_commands_finish_through_api_faults() {

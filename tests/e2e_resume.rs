@@ -35,17 +35,7 @@ workloads:
 "#;
 
 /// beta exists from the start (the scenario's pool): only the migration is under test.
-const KBG_YAML: &str = r#"
-pools:
-  alpha:
-    provider: sim
-    version: v1.32.4
-    count: 3
-  beta:
-    provider: sim
-    version: v1.33.1
-    count: 3
-"#;
+const KBG_YAML: &str = common::ALPHA_BETA;
 
 const SPEED: f64 = 20.0;
 

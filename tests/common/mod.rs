@@ -10,6 +10,20 @@ use std::time::Duration;
 use kbg_sim::{AuditEntry, Scenario, SimCluster, SimConfig};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
+/// A kbg.yaml with pools alpha (v1.32, three machines) and beta (v1.33, three), both
+/// simulated.
+pub const ALPHA_BETA: &str = r#"
+pools:
+  alpha:
+    provider: sim
+    version: v1.32.4
+    count: 3
+  beta:
+    provider: sim
+    version: v1.33.1
+    count: 3
+"#;
+
 /// Cluster seconds per wall second in these tests: minutes of cluster time in seconds,
 /// with room for a loaded 2-core machine.
 pub const SPEED: f64 = 30.0;
