@@ -261,6 +261,27 @@ async fn deploy_migrate_teardown_moves_every_workload() {
         "the control plane stays"
     );
 
+    // Events on the nodes kbg cordoned, drained and deleted.
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(client.clone(), "default");
+    let mut seen = std::collections::BTreeSet::new();
+    for e in events.list(&ListParams::default()).await.unwrap().items {
+        let on = e
+            .regarding
+            .as_ref()
+            .and_then(|r| r.name.clone())
+            .unwrap_or_default();
+        if on == "alpha-0" && e.reporting_controller.as_deref() == Some("kbg") {
+            seen.insert(e.reason.unwrap_or_default());
+        }
+    }
+    for reason in ["Cordoned", "Draining", "Drained", "Deleting"] {
+        assert!(
+            seen.contains(reason),
+            "no {reason} Event on alpha-0: {seen:?}"
+        );
+    }
+
     // The safety evidence: the simulator's books and our own watch.
     let stats = h.sim.stats();
     assert_eq!(stats.pdb_violations, 0, "{:?}", stats.pdbs);
@@ -380,4 +401,65 @@ async fn rollback_uncordons_only_what_kbg_cordoned_and_can_drain_back() {
         }
     }
     assert_eq!(h.sim.stats().pdb_violations, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_secrets_never_reach_output_logs_events_or_state() {
+    const TOKEN: &str = "zzzzzz.canarycanarycana";
+    const HASH: &str = "sha256:cafecafecafecafecafecafecafecafecafecafecafecafecafecafecafecafe";
+    let config =
+        format!("cluster:\n  join:\n    endpoint: 10.0.0.10:6443\n    token: {TOKEN}\n{KBG_YAML}");
+    let h = Harness::start(SCENARIO, &config).await;
+    let mut seen = String::new();
+    for args in [
+        &["-vvv", "deploy-pool", "beta", "-o", "json"][..],
+        &[
+            "-vvv",
+            "migrate",
+            "alpha",
+            "beta",
+            "--dry-run",
+            "-o",
+            "yaml",
+        ],
+        &["-vv", "migrate", "alpha", "beta", "-o", "json"],
+        &["-vvv", "status", "-o", "json"],
+        &["-v", "teardown", "alpha"],
+    ] {
+        let out = h
+            .command(args)
+            .env("KBG_JOIN_CA_CERT_HASH", HASH)
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        seen.push_str(&String::from_utf8_lossy(&out.stdout));
+        seen.push_str(&String::from_utf8_lossy(&out.stderr));
+    }
+    let client = h.client().await;
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::all(client.clone());
+    seen.push_str(
+        &serde_json::to_string(&events.list(&ListParams::default()).await.unwrap().items).unwrap(),
+    );
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::all(client.clone());
+    seen.push_str(
+        &serde_json::to_string(&cms.list(&ListParams::default()).await.unwrap().items).unwrap(),
+    );
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::all(client.clone());
+    seen.push_str(
+        &serde_json::to_string(&leases.list(&ListParams::default()).await.unwrap().items).unwrap(),
+    );
+    let nodes: Api<Node> = Api::all(client);
+    seen.push_str(
+        &serde_json::to_string(&nodes.list(&ListParams::default()).await.unwrap().items).unwrap(),
+    );
+    assert!(seen.contains("kbg-state"), "the state was read");
+    for secret in ["canarycanarycana", "cafecafecafe"] {
+        assert!(!seen.contains(secret), "{secret} leaked");
+    }
 }

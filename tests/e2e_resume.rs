@@ -286,3 +286,70 @@ async fn ctrl_c_stops_cleanly_and_a_rerun_continues() {
     h.kbg(&["migrate", "alpha", "beta"]).await.expect_code(0);
     assert_migrated(&h).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_stops_a_migration_that_a_rerun_finishes_and_the_final_soak_resumes() {
+    let h = start().await;
+    let client = h.client().await;
+    let state: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client, "kube-system");
+    let phase = || async {
+        let cm = state.get_opt("kbg-state").await.ok()??;
+        let raw = cm.data?.get("migrate.alpha.beta")?.clone();
+        let v: serde_json::Value = serde_json::from_str(&raw).ok()?;
+        v["phase"].as_str().map(String::from)
+    };
+
+    // 1. The overall deadline passes mid-drain: exit 1, the reason recorded.
+    let run = h
+        .kbg(&["migrate", "alpha", "beta", "--timeout", "20s"])
+        .await;
+    run.expect_code(1);
+    let errors = run.error_lines().join("\n");
+    assert!(
+        errors.contains("--timeout 20s passed") && errors.contains("run the same command again"),
+        "{errors}"
+    );
+    assert_eq!(phase().await.as_deref(), Some("failed"));
+    let status = h.kbg(&["status", "-o", "json"]).await;
+    status.expect_code(0);
+    let ops = status.json()["operations"].clone();
+    assert!(
+        ops.as_array()
+            .unwrap()
+            .iter()
+            .any(|o| o["key"] == "migrate.alpha.beta" && o["phase"] == "failed"),
+        "{ops}"
+    );
+
+    // 2. Rerun with a final soak; kill it during the soak.
+    let mut child = h
+        .command(&["migrate", "alpha", "beta", "--final-soak", "2m"])
+        .spawn()
+        .unwrap();
+    wait_for("the final soak", 120, || async {
+        (phase().await.as_deref() == Some("final-soak")).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await; // 20 cluster seconds of soak pass
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+
+    // 3. The rerun waits only what is left of the soak.
+    let run = h
+        .kbg(&[
+            "migrate",
+            "alpha",
+            "beta",
+            "--final-soak",
+            "2m",
+            "-o",
+            "json",
+        ])
+        .await;
+    run.expect_code(0);
+    let report = run.json();
+    let left = report["final_soak_seconds"].as_f64().unwrap();
+    assert!(left < 110.0, "the soak started over: {report}");
+    assert_eq!(phase().await.as_deref(), Some("done"));
+    assert_migrated(&h).await;
+}
