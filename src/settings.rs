@@ -30,10 +30,12 @@ pub const DEFAULT_LEASE_DURATION: Duration = Duration::from_secs(15);
 /// One node per batch: kops rolling updates and EKS managed node groups
 /// (`maxUnavailable: 1`) replace one node at a time by default.
 pub const DEFAULT_BATCH_SIZE: BatchSize = BatchSize::Nodes(1);
-/// kubectl drain waits 5 s before evicting a pod again after a PDB's 429.
-pub const DEFAULT_EVICTION_RETRY_INTERVAL: Duration = Duration::from_secs(5);
-/// kubectl drain evicts every pod of a node at once; kbg bounds the evictions in flight.
-pub const DEFAULT_MAX_CONCURRENT_EVICTIONS: usize = 20;
+/// kubectl drain waits 5 s before evicting a pod again after a PDB's 429 (the drain
+/// engine's [`crate::drain::EVICTION_RETRY_INTERVAL`]).
+pub const DEFAULT_EVICTION_RETRY_INTERVAL: Duration = crate::drain::EVICTION_RETRY_INTERVAL;
+/// kubectl drain evicts every pod of a node at once; kbg bounds the evictions in flight
+/// (the drain engine's [`crate::drain::DEFAULT_MAX_CONCURRENT_EVICTIONS`]).
+pub const DEFAULT_MAX_CONCURRENT_EVICTIONS: usize = crate::drain::DEFAULT_MAX_CONCURRENT_EVICTIONS;
 /// Per-node deadline. kubectl drain's `--timeout` defaults to none; kbg bounds every wait.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(3600);
 /// How long moved workloads get to be Ready again after a batch.
