@@ -449,7 +449,8 @@ async fn renew_loop(inner: Arc<Inner>, tx: watch::Sender<Option<LockError>>, clo
     let mut last_ok: Vec<tokio::time::Instant> =
         vec![tokio::time::Instant::now(); inner.held.len()];
     loop {
-        tokio::time::sleep(period.min(Duration::from_secs(1)).max(period / 2)).await;
+        // Look twice per period, renew each Lease once per period.
+        tokio::time::sleep(period / 2).await;
         for (i, h) in inner.held.iter().enumerate() {
             if last_ok[i].elapsed() < period {
                 continue;

@@ -360,6 +360,12 @@ async fn deploy(
             pool.provider
         )));
     }
+    if record.machines.len() > count {
+        ctx.ui.warn(format_args!(
+            "pool {name} has {} machines and kbg.yaml says count: {count}; deploy-pool never removes machines (migrate and tear the pool down to shrink it)",
+            record.machines.len()
+        ));
+    }
     let mut names = record.machines.clone();
     let mut op = DeployRecord {
         op: OpHeader::new(ctx.command(), &ctx.holder.identity()),
