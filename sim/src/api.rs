@@ -568,14 +568,7 @@ fn resource(
                             "the namespace of the provided object does not match the namespace sent on the request",
                         ));
                     }
-                    let which = if sub.is_some() {
-                        Sub::Status
-                    } else {
-                        Sub::Main
-                    };
-                    if which == Sub::Status && !def.has_status {
-                        return Err(ApiError::no_such_resource());
-                    }
+                    let which = which_part(def, sub)?;
                     let o = shared.write(|st| st.update(def.res, &key, v, which, q.dry_run()))?;
                     Ok(object_reply(200, def, &o, format, shared))
                 }
@@ -583,14 +576,7 @@ fn resource(
                     let ty = patch_type(&ct)?;
                     let patch: Value = serde_json::from_slice(body)
                         .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
-                    let which = if sub.is_some() {
-                        Sub::Status
-                    } else {
-                        Sub::Main
-                    };
-                    if which == Sub::Status && !def.has_status {
-                        return Err(ApiError::no_such_resource());
-                    }
+                    let which = which_part(def, sub)?;
                     let o = shared
                         .write(|st| st.patch(def.res, &key, ty, &patch, which, q.dry_run()))?;
                     Ok(object_reply(200, def, &o, format, shared))
@@ -689,6 +675,15 @@ fn resource(
     }
 }
 
+/// The main resource or its `/status`.
+fn which_part(def: &ResDef, sub: Option<&str>) -> Result<Sub, ApiError> {
+    match sub {
+        None => Ok(Sub::Main),
+        Some(_) if def.has_status => Ok(Sub::Status),
+        Some(_) => Err(ApiError::no_such_resource()),
+    }
+}
+
 fn patch_type(ct: &str) -> Result<PatchType, ApiError> {
     match ct {
         "application/merge-patch+json" => Ok(PatchType::Merge),
@@ -778,6 +773,7 @@ fn list(
     let (rv, items, more) = shared.read(|st| {
         let rv = cont.as_ref().map_or(st.rv, |(rv, _)| *rv);
         let after = cont.as_ref().map(|(_, k)| k.clone());
+        let after_key = after.clone();
         let mut items: Vec<Arc<Obj>> = Vec::new();
         let mut more = false;
         let mut push = |o: &Arc<Obj>| -> bool {
@@ -809,7 +805,7 @@ fn list(
                 }
             }
         } else {
-            for o in st.objects(def.res, filter.ns.as_deref()) {
+            for o in st.objects_after(def.res, filter.ns.as_deref(), after_key.as_ref()) {
                 if !push(o) {
                     break;
                 }
@@ -936,19 +932,8 @@ fn bind(st: &mut crate::state::State, key: &Key, target: &str) -> Result<(), Api
         ));
     }
     let now = crate::clock::rfc3339(st.now());
-    let t = target.to_string();
     st.modify(Res::Pod, key, |v| {
-        set(v, &["spec", "nodeName"], json!(t));
-        crate::object::set_condition(
-            v,
-            &["status", "conditions"],
-            "PodScheduled",
-            "True",
-            "",
-            "",
-            &now,
-            false,
-        );
+        crate::controllers::scheduler::bind(v, target, &now)
     });
     Ok(())
 }

@@ -125,6 +125,21 @@ pub(crate) fn safe_encode(s: &str) -> String {
         .collect()
 }
 
+/// 409 for a `uid` precondition that does not hold.
+fn uid_precondition_failed(
+    d: &crate::resources::ResDef,
+    key: &Key,
+    want: &str,
+    have: &str,
+) -> ApiError {
+    ApiError::conflict_msg(
+        d.plural,
+        d.group,
+        &key.name,
+        &format!("Precondition failed: UID in precondition: {want}, UID in object meta: {have}"),
+    )
+}
+
 /// Compares two objects, ignoring resourceVersion.
 fn same_ignoring_rv(a: &Value, b: &Value) -> bool {
     let rv = |v: &Value| get(v, &["metadata", "resourceVersion"]).cloned();
@@ -229,15 +244,7 @@ impl State {
             && !uid.is_empty()
             && uid != &*old.meta.uid
         {
-            return Err(ApiError::conflict_msg(
-                d.plural,
-                d.group,
-                &key.name,
-                &format!(
-                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
-                    old.meta.uid
-                ),
-            ));
+            return Err(uid_precondition_failed(d, key, uid, &old.meta.uid));
         }
         let old_v = old.value();
         let mut merged = match sub {
@@ -399,15 +406,7 @@ impl State {
         if let Some(uid) = &opts.uid
             && uid != &*obj.meta.uid
         {
-            return Err(ApiError::conflict_msg(
-                d.plural,
-                d.group,
-                &key.name,
-                &format!(
-                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
-                    obj.meta.uid
-                ),
-            ));
+            return Err(uid_precondition_failed(d, key, uid, &obj.meta.uid));
         }
         if let Some(rv) = &opts.rv
             && rv != &obj.meta.rv.to_string()
@@ -558,13 +557,18 @@ impl State {
         f: impl FnOnce(&mut Value),
     ) -> Option<Arc<Obj>> {
         let old = self.get(res, key)?.clone();
-        let orig = old.value();
-        let mut v = orig.clone();
+        let mut v = old.value();
+        let spec_before = if res.def().generation {
+            v.get("spec").cloned()
+        } else {
+            None
+        };
         f(&mut v);
-        if v == orig {
+        // unchanged? (serialization is deterministic: maps are sorted)
+        if serde_json::to_vec(&v).is_ok_and(|b| b == old.bytes) {
             return Some(old);
         }
-        if res.def().generation && v.get("spec") != orig.get("spec") {
+        if res.def().generation && v.get("spec") != spec_before.as_ref() {
             set(
                 &mut v,
                 &["metadata", "generation"],

@@ -98,7 +98,7 @@ pub(crate) const ALL: [ResDef; 12] = [
         &["po"],
         true,
         false,
-        true,
+        false,
         true,
     ),
     def(

@@ -169,8 +169,9 @@ pub(crate) struct State {
     pub tables: Vec<Table>,
     /// Pods by `spec.nodeName`.
     pub pods_by_node: HashMap<Arc<str>, BTreeSet<Key>>,
-    /// Objects by the uid of each of their owners.
-    pub by_owner: HashMap<Arc<str>, BTreeSet<Ref>>,
+    /// Objects by the uid of each of their owners (the current version of each, so
+    /// controllers read their dependents without lookups).
+    pub by_owner: HashMap<Arc<str>, BTreeMap<Ref, Arc<Obj>>>,
     /// Every object by uid.
     pub uids: HashMap<Arc<str>, Ref>,
     /// Requests of the pods bound to each node name (terminal pods excluded).
@@ -294,11 +295,33 @@ impl State {
         }
     }
 
+    /// Objects of `res` in namespace `ns` (all when `None`) whose key comes after
+    /// `after` (a `continue` token's position), in key order.
+    pub(crate) fn objects_after<'a>(
+        &'a self,
+        res: Res,
+        ns: Option<&'a str>,
+        after: Option<&Key>,
+    ) -> Box<dyn Iterator<Item = &'a Arc<Obj>> + 'a> {
+        use std::ops::Bound;
+        let Some(after) = after else {
+            return self.objects(res, ns);
+        };
+        let t = &self.tables[res as usize].objs;
+        let it = t
+            .range((Bound::Excluded(after.clone()), Bound::Unbounded))
+            .map(|(_, v)| v);
+        match ns {
+            None => Box::new(it),
+            Some(ns) => Box::new(it.take_while(move |o| o.ns() == ns)),
+        }
+    }
+
     /// Objects owned by `uid`.
     pub(crate) fn owned(&self, uid: &str) -> Vec<Ref> {
         self.by_owner
             .get(uid)
-            .map(|s| s.iter().cloned().collect())
+            .map(|s| s.keys().cloned().collect())
             .unwrap_or_default()
     }
 
@@ -308,9 +331,8 @@ impl State {
             return vec![];
         };
         s.iter()
-            .filter(|(r, _)| *r == Res::Pod)
-            .filter_map(|(_, k)| self.get(Res::Pod, k).cloned())
-            .filter(|p| p.meta.owners.iter().any(|o| &*o.uid == uid))
+            .filter(|((r, _), _)| *r == Res::Pod)
+            .map(|(_, o)| o.clone())
             .collect()
     }
 
@@ -458,22 +480,12 @@ impl State {
     }
 
     fn index_owners(&mut self, res: Res, old: Option<&Arc<Obj>>, new: Option<&Arc<Obj>>) {
-        let same = match (old, new) {
-            (Some(a), Some(b)) => {
-                a.meta.owners.len() == b.meta.owners.len()
-                    && a.meta
-                        .owners
-                        .iter()
-                        .zip(b.meta.owners.iter())
-                        .all(|(x, y)| x.uid == y.uid)
-            }
-            _ => false,
-        };
-        if same {
-            return;
-        }
         if let Some(o) = old {
             for r in o.meta.owners.iter() {
+                let still = new.is_some_and(|n| n.meta.owners.iter().any(|x| x.uid == r.uid));
+                if still {
+                    continue;
+                }
                 if let Some(s) = self.by_owner.get_mut(&r.uid) {
                     s.remove(&(res, o.meta.key.clone()));
                     if s.is_empty() {
@@ -487,7 +499,7 @@ impl State {
                 self.by_owner
                     .entry(r.uid.clone())
                     .or_default()
-                    .insert((res, n.meta.key.clone()));
+                    .insert((res, n.meta.key.clone()), n.clone());
             }
         }
     }

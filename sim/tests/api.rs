@@ -132,16 +132,21 @@ async fn every_verb_on_every_resource() {
             .await
             .unwrap();
         assert_eq!(listed.items.len(), 1, "{what}");
-        // update with the current resourceVersion, then patch
-        let mut upd = got.clone();
-        upd.metadata
-            .labels
-            .get_or_insert_default()
-            .insert("u".into(), "1".into());
-        let updated = api
-            .replace("t1", &PostParams::default(), &upd)
-            .await
-            .unwrap();
+        // update with the current resourceVersion (controllers write workloads' status
+        // too: on a 409, read again and retry, as every client does), then patch
+        let mut attempts = 0;
+        let updated = loop {
+            let mut upd = api.get("t1").await.unwrap();
+            upd.metadata
+                .labels
+                .get_or_insert_default()
+                .insert("u".into(), "1".into());
+            match api.replace("t1", &PostParams::default(), &upd).await {
+                Ok(u) => break u,
+                Err(kube::Error::Api(s)) if s.code == 409 && attempts < 20 => attempts += 1,
+                Err(e) => panic!("update {what}: {e}"),
+            }
+        };
         assert_ne!(
             updated.metadata.resource_version, got.metadata.resource_version,
             "{what}"

@@ -17,6 +17,8 @@ use kube::api::{
 };
 use serde_json::{Value, json};
 
+/// At speed 1 a replacement pod takes 5 s of wall time to be Ready: the window in which
+/// the PDB refuses.
 const WEB: &str = "
 pools:
   - name: alpha
@@ -25,6 +27,7 @@ workloads:
   - kind: Deployment
     name: web
     replicas: 3
+    startup_seconds: 5
     pdb: {max_unavailable: 1}
 ";
 
@@ -218,7 +221,7 @@ async fn eviction_answers_like_the_api_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_delete_is_visible_then_gone() {
     let (cluster, client) = common::start(
-        "pools:\n  - name: alpha\n    count: 1\nworkloads:\n  - kind: Pod\n    name: slow\n    termination_seconds: 20\n",
+        "pools:\n  - name: alpha\n    count: 1\nworkloads:\n  - kind: Pod\n    name: slow\n    termination_seconds: 60\n",
         20.0,
     )
     .await;
@@ -1078,6 +1081,412 @@ async fn control_plane_static_pods_and_in_place_upgrade() {
         cluster
             .upgrade_control_plane_node("nope", "v1.31.0")
             .is_err()
+    );
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletion_propagates_to_dependents_per_policy() {
+    let (cluster, client) = common::start(
+        "pools:\n  - name: alpha\n    count: 2\nkube_proxy: false\nworkloads:\n  - {kind: Deployment, name: orphan, replicas: 2}\n  - {kind: Deployment, name: fore, replicas: 2}\n  - {kind: Deployment, name: back, replicas: 2}\n",
+        30.0,
+    )
+    .await;
+    let deps: Api<Deployment> = Api::default_namespaced(client.clone());
+    let rss: Api<k8s_openapi::api::apps::v1::ReplicaSet> = Api::default_namespaced(client.clone());
+    // Orphan: the ReplicaSet and pods stay, without their owner reference
+    deps.delete("orphan", &DeleteParams::orphan())
+        .await
+        .unwrap();
+    assert!(deps.get_opt("orphan").await.unwrap().is_none());
+    let rs = rss
+        .list(&ListParams::default().labels("app=orphan"))
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(rs.len(), 1);
+    assert!(rs[0].metadata.owner_references.is_none(), "orphaned");
+    assert_eq!(
+        common::pods(&client, "default", "app=orphan").await.len(),
+        2
+    );
+    // Foreground: the Deployment waits, with a finalizer, until its dependents are gone
+    let d = deps
+        .delete("fore", &DeleteParams::foreground())
+        .await
+        .unwrap()
+        .left()
+        .expect("still there");
+    assert!(
+        d.metadata
+            .finalizers
+            .unwrap()
+            .contains(&"foregroundDeletion".to_string())
+    );
+    common::wait_for("foreground done", 60, || {
+        let deps = deps.clone();
+        let client = client.clone();
+        async move {
+            (deps.get_opt("fore").await.unwrap().is_none()
+                && common::pods(&client, "default", "app=fore")
+                    .await
+                    .is_empty())
+            .then_some(())
+        }
+    })
+    .await;
+    // Background (the default): the Deployment goes at once, its dependents after
+    deps.delete("back", &DeleteParams::default()).await.unwrap();
+    assert!(deps.get_opt("back").await.unwrap().is_none());
+    common::wait_for("background done", 60, || {
+        let rss = rss.clone();
+        let client = client.clone();
+        async move {
+            (rss.list(&ListParams::default().labels("app=back"))
+                .await
+                .unwrap()
+                .items
+                .is_empty()
+                && common::pods(&client, "default", "app=back")
+                    .await
+                    .is_empty())
+            .then_some(())
+        }
+    })
+    .await;
+    // the orphans are still there
+    assert_eq!(
+        common::pods(&client, "default", "app=orphan").await.len(),
+        2
+    );
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binding_pods_and_deleting_collections() {
+    let (cluster, client) = common::start(
+        "pools:\n  - name: alpha\n    count: 1\nkube_proxy: false\n",
+        30.0,
+    )
+    .await;
+    let pods: Api<Pod> = Api::default_namespaced(client.clone());
+    let p: Pod = serde_json::from_value(
+        json!({"metadata": {"name": "manual", "labels": {"batch": "x"}},
+        "spec": {"schedulerName": "my-scheduler", "containers": [{"name": "c", "image": "i"}]}}),
+    )
+    .unwrap();
+    pods.create(&PostParams::default(), &p).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        pods.get("manual")
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .node_name
+            .is_none(),
+        "not the default scheduler's pod"
+    );
+    let (code, _, body) = common::raw(
+        &client,
+        "POST",
+        "/api/v1/namespaces/default/pods/manual/binding",
+        json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "manual"}, "target": {"kind": "Node", "name": "alpha-0"}}),
+    )
+    .await;
+    assert_eq!(code, 201, "{body}");
+    common::wait_for("bound pod runs", 30, || {
+        let pods = pods.clone();
+        async move { pods.get("manual").await.ok().filter(common::running_ready) }
+    })
+    .await;
+    let (code, _, _) = common::raw(
+        &client,
+        "POST",
+        "/api/v1/namespaces/default/pods/manual/binding",
+        json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "manual"}, "target": {"kind": "Node", "name": "alpha-0"}}),
+    )
+    .await;
+    assert_eq!(code, 409, "already bound");
+    for i in 0..3 {
+        let p: Pod = serde_json::from_value(
+            json!({"metadata": {"name": format!("b{i}"), "labels": {"batch": "x"}},
+            "spec": {"containers": [{"name": "c", "image": "i"}]}}),
+        )
+        .unwrap();
+        pods.create(&PostParams::default(), &p).await.unwrap();
+    }
+    let gone = pods
+        .delete_collection(
+            &DeleteParams {
+                grace_period_seconds: Some(0),
+                ..Default::default()
+            },
+            &ListParams::default().labels("batch=x"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(gone.left().unwrap().items.len(), 4);
+    assert!(
+        common::pods(&client, "default", "batch=x").await.is_empty(),
+        "grace 0: gone at once"
+    );
+    assert_eq!(cluster.stats().pods_deleted, 4);
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduler_honours_selectors_affinity_taints_and_capacity() {
+    let (cluster, client) = common::start(
+        "
+kube_proxy: false
+pools:
+  - {name: small, count: 2, capacity: {cpu: '1', memory: 1Gi, pods: '3'}, labels: {disk: hdd}}
+  - {name: big, count: 1, capacity: {cpu: '8', memory: 8Gi}, labels: {disk: ssd}}
+  - {name: gpu, count: 1, taints: [{key: gpu, value: 'yes', effect: NoSchedule}]}
+",
+        30.0,
+    )
+    .await;
+    let pods: Api<Pod> = Api::default_namespaced(client.clone());
+    let mk = |name: &str, spec: Value| -> Pod {
+        let mut spec = spec;
+        spec["containers"] = json!([{"name": "c", "image": "i", "resources": spec.get("req").cloned().unwrap_or(json!({}))}]);
+        spec.as_object_mut().unwrap().remove("req");
+        serde_json::from_value(json!({"metadata": {"name": name}, "spec": spec})).unwrap()
+    };
+    let cases = [
+        ("selected", json!({"nodeSelector": {"disk": "ssd"}})),
+        (
+            "affine",
+            json!({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [{"matchExpressions": [{"key": "disk", "operator": "In", "values": ["hdd"]}]}]}}}}),
+        ),
+        (
+            "tolerant",
+            json!({"nodeSelector": {"kbg.io/pool": "gpu"}, "tolerations": [{"key": "gpu", "operator": "Equal", "value": "yes", "effect": "NoSchedule"}]}),
+        ),
+        (
+            "intolerant",
+            json!({"nodeSelector": {"kbg.io/pool": "gpu"}}),
+        ),
+        ("huge", json!({"req": {"requests": {"cpu": "16"}}})),
+    ];
+    for (name, spec) in &cases {
+        pods.create(&PostParams::default(), &mk(name, spec.clone()))
+            .await
+            .unwrap();
+    }
+    let node_of = |name: &'static str| {
+        let pods = pods.clone();
+        async move { pods.get(name).await.unwrap().spec.unwrap().node_name }
+    };
+    common::wait_for("scheduled", 30, || {
+        let pods = pods.clone();
+        async move {
+            let l = pods.list(&ListParams::default()).await.unwrap();
+            l.items
+                .iter()
+                .filter(|p| p.spec.as_ref().unwrap().node_name.is_some())
+                .count()
+                .eq(&3)
+                .then_some(())
+        }
+    })
+    .await;
+    assert_eq!(node_of("selected").await.as_deref(), Some("big-0"));
+    assert!(node_of("affine").await.unwrap().starts_with("small-"));
+    assert_eq!(node_of("tolerant").await.as_deref(), Some("gpu-0"));
+    for name in ["intolerant", "huge"] {
+        let p = common::wait_for("unschedulable condition", 30, || {
+            let pods = pods.clone();
+            async move {
+                let p = pods.get(name).await.unwrap();
+                let c = p
+                    .status
+                    .as_ref()?
+                    .conditions
+                    .as_ref()?
+                    .iter()
+                    .find(|c| c.type_ == "PodScheduled")?
+                    .clone();
+                (c.reason.as_deref() == Some("Unschedulable")).then_some(c)
+            }
+        })
+        .await;
+        let msg = p.message.unwrap();
+        assert!(msg.starts_with("0/5 nodes are available:"), "{msg}");
+        if name == "huge" {
+            assert!(msg.contains("Insufficient cpu"), "{msg}");
+        } else {
+            assert!(msg.contains("untolerated taint {gpu: yes}"), "{msg}");
+        }
+    }
+    // pods capacity: 3 per small node, the rest wait
+    let deps: Api<Deployment> = Api::default_namespaced(client.clone());
+    let d: Deployment = serde_json::from_value(json!({"metadata": {"name": "fill"}, "spec": {"replicas": 8,
+        "selector": {"matchLabels": {"app": "fill"}}, "template": {"metadata": {"labels": {"app": "fill"}},
+        "spec": {"nodeSelector": {"disk": "hdd"}, "containers": [{"name": "c", "image": "i"}]}}}})).unwrap();
+    deps.create(&PostParams::default(), &d).await.unwrap();
+    common::wait_for("5 placed (6 slots, one taken by affine)", 30, || {
+        let client = client.clone();
+        async move {
+            let ps = common::pods(&client, "default", "app=fill").await;
+            (ps.iter()
+                .filter(|p| p.spec.as_ref().unwrap().node_name.is_some())
+                .count()
+                == 5)
+                .then_some(())
+        }
+    })
+    .await;
+    // the "affine" pod holds one of the six slots
+    let placed = common::pods(&client, "default", "app=fill").await;
+    assert_eq!(placed.len(), 8);
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unready_pods_and_the_unhealthy_pod_eviction_policy() {
+    let (cluster, client) = common::start(
+        "kube_proxy: false\npools:\n  - {name: alpha, count: 2}\nworkloads:\n  - {kind: Deployment, name: web, replicas: 4, startup_seconds: 100000, pdb: {max_unavailable: 1}}\n",
+        30.0,
+    )
+    .await;
+    let pods: Api<Pod> = Api::default_namespaced(client.clone());
+    let pdbs: Api<PodDisruptionBudget> = Api::default_namespaced(client.clone());
+    let names: Vec<String> = common::pods(&client, "default", "app=web")
+        .await
+        .into_iter()
+        .map(|p| p.metadata.name.unwrap())
+        .collect();
+    let unready = |name: String| {
+        let pods = pods.clone();
+        async move {
+            pods.patch_status(
+                &name,
+                &PatchParams::default(),
+                &Patch::Strategic(
+                    json!({"status": {"conditions": [{"type": "Ready", "status": "False"}]}}),
+                ),
+            )
+            .await
+            .unwrap();
+        }
+    };
+    // one pod unready: current 3 >= desired 3 > 0, so it is evicted without spending budget
+    unready(names[0].clone()).await;
+    assert_eq!(pdb_status(&pdbs.get("web").await.unwrap()), (4, 3, 3, 0));
+    pods.evict(&names[0], &EvictParams::default())
+        .await
+        .unwrap();
+    // two unready: current 2 < desired 3; IfHealthyBudget refuses, AlwaysAllow does not
+    unready(names[1].clone()).await;
+    unready(names[2].clone()).await;
+    let kube::Error::Api(s) = pods
+        .evict(&names[1], &EvictParams::default())
+        .await
+        .unwrap_err()
+    else {
+        panic!()
+    };
+    assert_eq!(s.code, 429);
+    pdbs.patch(
+        "web",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"unhealthyPodEvictionPolicy": "AlwaysAllow"}})),
+    )
+    .await
+    .unwrap();
+    common::wait_for("PDB observed", 30, || {
+        let pdbs = pdbs.clone();
+        async move {
+            let p = pdbs.get("web").await.unwrap();
+            (p.status.unwrap().observed_generation == p.metadata.generation).then_some(())
+        }
+    })
+    .await;
+    pods.evict(&names[1], &EvictParams::default())
+        .await
+        .unwrap();
+    // a Ready pod still needs budget
+    let kube::Error::Api(s) = pods
+        .evict(&names[3], &EvictParams::default())
+        .await
+        .unwrap_err()
+    else {
+        panic!()
+    };
+    assert_eq!(s.code, 429);
+    assert_eq!(cluster.stats().pdb_violations, 0);
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn never_ready_nodes_and_full_grace_pods() {
+    let (cluster, client) = common::start(
+        "kube_proxy: false\npools:\n  - {name: alpha, count: 1}\nworkloads:\n  - {kind: Pod, name: slow, full_grace: true, grace_period_seconds: 40}\n",
+        20.0,
+    )
+    .await;
+    let nodes: Api<Node> = Api::all(client.clone());
+    for (name, ann) in [
+        (
+            "stuck",
+            json!({"kwok.x-k8s.io/node": "fake", "sim.kbg.io/never-ready": "true", "sim.kbg.io/boot-seconds": "1"}),
+        ),
+        (
+            "faulty-0",
+            json!({"kwok.x-k8s.io/node": "fake", "sim.kbg.io/boot-seconds": "1"}),
+        ),
+        (
+            "fine",
+            json!({"kwok.x-k8s.io/node": "fake", "sim.kbg.io/boot-seconds": "1"}),
+        ),
+    ] {
+        if name == "faulty-0" {
+            cluster.set_faults(kbg_sim::Faults {
+                never_ready_nodes: vec!["faulty-*".into()],
+                ..Default::default()
+            });
+        }
+        let n: Node =
+            serde_json::from_value(json!({"metadata": {"name": name, "annotations": ann}}))
+                .unwrap();
+        nodes.create(&PostParams::default(), &n).await.unwrap();
+    }
+    let ready = |n: &Node| {
+        n.status
+            .as_ref()
+            .unwrap()
+            .conditions
+            .as_ref()
+            .unwrap()
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+    };
+    common::wait_for("fine Ready", 30, || {
+        let nodes = nodes.clone();
+        async move { nodes.get("fine").await.ok().filter(ready) }
+    })
+    .await;
+    // 1 sim-second of boot is long past for the others too
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!ready(&nodes.get("stuck").await.unwrap()));
+    assert!(!ready(&nodes.get("faulty-0").await.unwrap()));
+    // full grace: 40 sim-seconds = 2 s of wall time, measured in sim time
+    let pods: Api<Pod> = Api::default_namespaced(client.clone());
+    let t0 = cluster.now();
+    pods.delete("slow", &DeleteParams::default()).await.unwrap();
+    common::wait_for("slow gone", 60, || {
+        let pods = pods.clone();
+        async move { pods.get_opt("slow").await.unwrap().is_none().then_some(()) }
+    })
+    .await;
+    let took = cluster.now().duration_since(t0).as_secs_f64();
+    assert!(
+        took >= 40.0,
+        "took {took} sim-seconds: the whole grace period"
     );
     cluster.shutdown().await;
 }

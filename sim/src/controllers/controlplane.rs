@@ -107,7 +107,14 @@ impl State {
             "spec": {"taints": [{"key": CONTROL_PLANE_LABEL, "effect": "NoSchedule"}]},
             "status": {"nodeInfo": {"kubeletVersion": version}},
         });
-        let n = self.create(Res::Node, "", node, false)?;
+        self.create(Res::Node, "", node, false)?;
+        self.set_static_pods(name, version);
+        Ok(())
+    }
+
+    /// Lays down the static pod manifests of `version` on master `name`; the kubelet
+    /// syncs its mirror pods.
+    fn set_static_pods(&mut self, name: &str, version: &str) {
         let ip = self
             .kubelets
             .get(name)
@@ -115,8 +122,7 @@ impl State {
             .unwrap_or_default();
         self.static_pods
             .insert(name.into(), static_manifests(name, version, &ip));
-        self.dirty.static_pods.insert(n.name().into());
-        Ok(())
+        self.dirty.static_pods.insert(name.into());
     }
 
     /// Upgrades a master in place: its static pod manifests move to `version` (the
@@ -132,14 +138,7 @@ impl State {
         if !self.static_pods.contains_key(name) {
             return Err(ApiError::not_found("nodes", "", name));
         }
-        let ip = self
-            .kubelets
-            .get(name)
-            .map(|k| k.ip.to_string())
-            .unwrap_or_default();
-        self.static_pods
-            .insert(name.into(), static_manifests(name, version, &ip));
-        self.dirty.static_pods.insert(name.into());
+        self.set_static_pods(name, version);
         let v = version.to_string();
         self.modify(Res::Node, &Key::new("", name), |n| {
             set(n, &["status", "nodeInfo", "kubeletVersion"], json!(v));

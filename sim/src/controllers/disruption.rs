@@ -78,8 +78,8 @@ pub(crate) struct PdbEntry {
     pub selector: Selector,
     /// Its uid.
     pub uid: Arc<str>,
-    /// Names of the matching pods.
-    pub pods: BTreeSet<Arc<str>>,
+    /// The matching pods, by name (current versions).
+    pub pods: BTreeMap<Arc<str>, Arc<Obj>>,
     /// The books.
     pub books: Books,
 }
@@ -94,6 +94,9 @@ pub(crate) struct Disruption {
     /// Books of deleted PDBs (namespace, name, books).
     pub retired: Vec<(String, String, Books)>,
 }
+
+/// A controller's uid and replicas, `None` for a pod without one, or why not.
+type ScaleResult = Result<Option<(Arc<str>, i64)>, String>;
 
 /// The numbers of a PDB.
 #[derive(Debug, Clone)]
@@ -138,10 +141,10 @@ impl State {
                     None => (true, Books::default()),
                 };
                 if reselect {
-                    let pods: BTreeSet<Arc<str>> = self
+                    let pods: BTreeMap<Arc<str>, Arc<Obj>> = self
                         .objects(Res::Pod, Some(&ns))
                         .filter(|p| selector.matches(&***p))
-                        .map(|p| Arc::from(p.name()))
+                        .map(|p| (Arc::from(p.name()), p.clone()))
                         .collect();
                     self.disruption.by_ns.entry(ns.clone()).or_default().insert(
                         name.clone(),
@@ -185,10 +188,15 @@ impl State {
         for (pdb, e) in m.iter_mut() {
             let was = old.is_some_and(|o| e.selector.matches(&**o));
             let is = new.is_some_and(|n| e.selector.matches(&**n));
-            if is {
-                e.pods.insert(name.clone());
-            } else if was || e.pods.contains(&name) {
-                e.pods.remove(&name);
+            match new {
+                Some(n) if is => {
+                    e.pods.insert(name.clone(), n.clone());
+                }
+                _ => {
+                    if was || e.pods.contains_key(&name) {
+                        e.pods.remove(&name);
+                    }
+                }
             }
             if was || is {
                 self.disruption.sync_dirty.insert(Key::new(any.ns(), pdb));
@@ -211,7 +219,7 @@ impl State {
     }
 
     /// The scale of a pod's controller: `(controller uid, replicas)`.
-    fn controller_scale(&self, pod: &Obj) -> Result<Option<(Arc<str>, i64)>, String> {
+    fn controller_scale(&self, pod: &Obj) -> ScaleResult {
         let Some(c) = pod.meta.controller() else {
             return Ok(None);
         };
@@ -265,17 +273,22 @@ impl State {
         let entry = self.disruption.by_ns.get(&key.ns)?.get(&key.name)?;
         let v = pdb.value();
         let now = self.now();
-        let pods: Vec<&Arc<Obj>> = entry
-            .pods
-            .iter()
-            .filter_map(|n| self.get_nn(Res::Pod, &key.ns, n))
-            .collect();
+        let pods: Vec<&Arc<Obj>> = entry.pods.values().collect();
         let mut error = None;
         let mut expected_scale = || -> i64 {
             let mut seen: HashSet<Arc<str>> = HashSet::new();
+            // one lookup per controller, not per pod
+            let mut memo: HashMap<(Box<str>, Box<str>), ScaleResult> = HashMap::new();
             let mut total = 0;
             for p in &pods {
-                match self.controller_scale(p) {
+                let scale = match p.meta.controller() {
+                    None => Ok(None),
+                    Some(c) => memo
+                        .entry((c.kind.clone(), c.name.clone()))
+                        .or_insert_with(|| self.controller_scale(p))
+                        .clone(),
+                };
+                match scale {
                     Ok(Some((uid, n))) => {
                         if seen.insert(uid) {
                             total += n;

@@ -265,6 +265,7 @@ impl State {
                 u.cpu -= cpu;
                 u.mem -= mem;
                 u.pods -= 1;
+                self.sched_usage_changed(n);
                 // room freed: pods waiting for it may fit now
                 self.sched_retry_soon();
             }
@@ -273,6 +274,7 @@ impl State {
                 u.cpu += cpu;
                 u.mem += mem;
                 u.pods += 1;
+                self.sched_usage_changed(n);
             }
         }
         // owners
@@ -343,8 +345,8 @@ impl State {
         };
         if relevant {
             self.dirty.all_daemonsets = true;
-            self.sched_node_changed(old, new);
         }
+        self.sched_node_changed(old, new, relevant);
         self.kubelet_node_changed(old, new);
     }
 }

@@ -20,7 +20,7 @@ use crate::controllers::TimerKind;
 use crate::object::{CondStatus, Key, Obj, Taint, get, set, set_condition};
 use crate::resources::Res;
 use crate::selector::NodeSelectorTerm;
-use crate::state::State;
+use crate::state::{State, Usage};
 
 /// The scheduler's queues and node list.
 #[derive(Debug, Default)]
@@ -30,9 +30,22 @@ pub(crate) struct Scheduler {
     queued: HashSet<Key>,
     unschedulable: HashSet<Key>,
     retry_armed: bool,
-    nodes: Vec<Arc<str>>,
-    node_idx: HashMap<Arc<str>, usize>,
+    /// Nodes, in no particular order (the cursor walks them).
+    pub nodes: Vec<SchedNode>,
+    /// Index into `nodes` by name.
+    pub node_idx: HashMap<Arc<str>, usize>,
     cursor: usize,
+}
+
+/// The scheduler's view of a node: the object and the requests of the pods bound to it
+/// (a copy of `State::usage`, kept next to the node so the scheduler's scan does no
+/// lookups).
+#[derive(Debug)]
+pub(crate) struct SchedNode {
+    /// The node.
+    pub obj: Arc<Obj>,
+    /// Requests of its pods.
+    pub usage: Usage,
 }
 
 /// A toleration.
@@ -219,6 +232,21 @@ impl Reject {
     }
 }
 
+/// What binding a pod to `node` writes: `spec.nodeName` and `PodScheduled=True`.
+pub(crate) fn bind(v: &mut Value, node: &str, now: &str) {
+    set(v, &["spec", "nodeName"], json!(node));
+    set_condition(
+        v,
+        &["status", "conditions"],
+        "PodScheduled",
+        "True",
+        "",
+        "",
+        now,
+        false,
+    );
+}
+
 impl State {
     /// Queues a pod for scheduling.
     pub(crate) fn sched_enqueue(&mut self, key: &Key) {
@@ -247,39 +275,59 @@ impl State {
         }
     }
 
-    /// Keeps the node list in step with nodes.
-    pub(crate) fn sched_node_changed(&mut self, old: Option<&Arc<Obj>>, new: Option<&Arc<Obj>>) {
+    /// Keeps the node list in step with nodes. `relevant`: something the scheduler
+    /// filters on changed (unschedulable pods are tried again).
+    pub(crate) fn sched_node_changed(
+        &mut self,
+        old: Option<&Arc<Obj>>,
+        new: Option<&Arc<Obj>>,
+        relevant: bool,
+    ) {
         match (old, new) {
             (_, Some(n)) => {
                 let name: Arc<str> = n.name().into();
-                if !self.sched.node_idx.contains_key(&name) {
-                    self.sched
-                        .node_idx
-                        .insert(name.clone(), self.sched.nodes.len());
-                    self.sched.nodes.push(name);
+                match self.sched.node_idx.get(&name) {
+                    Some(&i) => self.sched.nodes[i].obj = n.clone(),
+                    None => {
+                        let usage = self.usage.get(&name).copied().unwrap_or_default();
+                        self.sched.node_idx.insert(name, self.sched.nodes.len());
+                        self.sched.nodes.push(SchedNode {
+                            obj: n.clone(),
+                            usage,
+                        });
+                    }
                 }
             }
             (Some(o), None) => {
                 if let Some(i) = self.sched.node_idx.remove(o.name()) {
                     self.sched.nodes.swap_remove(i);
                     if i < self.sched.nodes.len() {
-                        let moved = self.sched.nodes[i].clone();
+                        let moved: Arc<str> = self.sched.nodes[i].obj.name().into();
                         self.sched.node_idx.insert(moved, i);
                     }
                 }
             }
             _ => {}
         }
-        self.sched_retry_soon();
+        if relevant {
+            self.sched_retry_soon();
+        }
     }
 
-    fn fits(&self, node: &Obj, c: &Constraints) -> Result<i64, Reject> {
-        c.admits(node)?;
-        let ext = node.node();
+    /// Keeps the scheduler's copy of a node's usage.
+    pub(crate) fn sched_usage_changed(&mut self, node: &str) {
+        if let Some(&i) = self.sched.node_idx.get(node) {
+            self.sched.nodes[i].usage = self.usage.get(node).copied().unwrap_or_default();
+        }
+    }
+
+    fn fits(node: &SchedNode, c: &Constraints) -> Result<i64, Reject> {
+        let ext = node.obj.node();
         if ext.ready != CondStatus::True {
             return Err(Reject::NotReady);
         }
-        let u = self.usage.get(node.name()).copied().unwrap_or_default();
+        c.admits(&node.obj)?;
+        let u = node.usage;
         if u.pods + 1 > ext.pods {
             return Err(Reject::Pods);
         }
@@ -330,15 +378,15 @@ impl State {
         let mut best: Option<(i64, Arc<str>)> = None;
         let mut rejects: BTreeMap<Reject, usize> = BTreeMap::new();
         if let Some(name) = c.pinned() {
-            if let Some(node) = self.get_nn(Res::Node, "", name) {
-                match self.fits(node, &c) {
-                    Ok(s) => best = Some((s, node.name().into())),
+            if let Some(&i) = self.sched.node_idx.get(name) {
+                let node = &self.sched.nodes[i];
+                match Self::fits(node, &c) {
+                    Ok(s) => best = Some((s, node.obj.name().into())),
                     Err(r) => *rejects.entry(r).or_default() += 1,
                 }
             }
             // the other nodes do not match the pinned name
-            let others =
-                total.saturating_sub(usize::from(self.get_nn(Res::Node, "", name).is_some()));
+            let others = total.saturating_sub(usize::from(self.sched.node_idx.contains_key(name)));
             if others > 0 {
                 *rejects.entry(Reject::Affinity).or_default() += others;
             }
@@ -352,40 +400,30 @@ impl State {
             let mut found = 0;
             let start = self.sched.cursor % total;
             let mut scanned = 0;
+            let mut best_i = None;
             while scanned < total && found < want {
-                let name = self.sched.nodes[(start + scanned) % total].clone();
+                let i = (start + scanned) % total;
                 scanned += 1;
-                let Some(node) = self.get_nn(Res::Node, "", &name) else {
-                    continue;
-                };
-                match self.fits(node, &c) {
+                match Self::fits(&self.sched.nodes[i], &c) {
                     Ok(s) => {
                         found += 1;
                         if best.as_ref().is_none_or(|(b, _)| s > *b) {
-                            best = Some((s, name));
+                            best = Some((s, Arc::from("")));
+                            best_i = Some(i);
                         }
                     }
                     Err(r) => *rejects.entry(r).or_default() += 1,
                 }
+            }
+            if let (Some(i), Some(b)) = (best_i, best.as_mut()) {
+                b.1 = self.sched.nodes[i].obj.name().into();
             }
             self.sched.cursor = (start + scanned) % total;
         }
         let now = rfc3339(self.now());
         match best {
             Some((_, node)) => {
-                self.modify(Res::Pod, key, |v| {
-                    set(v, &["spec", "nodeName"], json!(&*node));
-                    set_condition(
-                        v,
-                        &["status", "conditions"],
-                        "PodScheduled",
-                        "True",
-                        "",
-                        "",
-                        &now,
-                        false,
-                    );
-                });
+                self.modify(Res::Pod, key, |v| bind(v, &node, &now));
             }
             None => {
                 let mut parts: Vec<String> = rejects
