@@ -1137,9 +1137,15 @@ pools:
                 "examples/demo/kbg.yaml",
                 include_str!("../examples/demo/kbg.yaml"),
             ),
+            (
+                "examples/metal.yaml",
+                include_str!("../examples/metal.yaml"),
+            ),
+            ("examples/juju.yaml", include_str!("../examples/juju.yaml")),
+            ("examples/exec.yaml", include_str!("../examples/exec.yaml")),
         ] {
             let c = Config::parse(text).unwrap_or_else(|e| panic!("{name}: {e:?}"));
-            assert!(c.pools.contains_key("beta"), "{name}");
+            assert!(c.pools.len() >= 2, "{name}");
         }
     }
 

@@ -1,10 +1,9 @@
 //! Providers by name, and the [`PoolSpec`] they are built from.
 //!
-//! `sim` is always built in. `juju`, `metal` and `exec` are cargo features of the same
-//! names (on by default), each pulling in its provider crate. `aws` is a feature too, but
-//! its crate has no constructor yet: a pool with `provider: aws` is refused (exit 2) with
-//! a message saying so. A provider's constructor validates its settings block before
-//! anything is touched, so a bad block is exit 2.
+//! `sim` is always built in. `aws`, `juju`, `metal` and `exec` are cargo features of the
+//! same names (on by default), each pulling in its provider crate; a build without one
+//! refuses its pools (exit 2) saying how to build it in. A provider's constructor
+//! validates its settings block before anything is touched, so a bad block is exit 2.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -101,12 +100,10 @@ pub async fn build(
                 pool.name, pool.name
             )));
         }
-        "aws" => {
-            return Err(Error::usage(format!(
-                "pools.{}.provider: the aws provider is not wired into this kbg yet (its crate has no constructor yet)",
-                pool.name
-            )));
-        }
+        #[cfg(feature = "aws")]
+        "aws" => kbg_provider_aws::AwsProvider::from_pool(spec)
+            .await
+            .map(|p| Box::new(p) as Box<dyn Provider>),
         other => {
             return Err(Error::usage(format!(
                 "pools.{}.provider: the {other} provider is not built into this kbg; build it with `cargo build --features {other}`",
