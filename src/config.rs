@@ -1407,3 +1407,75 @@ pools:
         );
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn yamlish() -> impl Strategy<Value = String> {
+        let scalar = prop_oneof![
+            Just("sim".to_string()),
+            Just("v1.31.2".to_string()),
+            Just("1.30".to_string()),
+            Just("3".to_string()),
+            Just("-1".to_string()),
+            Just("25%".to_string()),
+            Just("5s".to_string()),
+            Just("~".to_string()),
+            Just("[]".to_string()),
+            Just("{}".to_string()),
+            "[a-z0-9 .:%/=-]{0,12}",
+        ];
+        let key = prop_oneof![
+            Just("pools"),
+            Just("cluster"),
+            Just("migration"),
+            Just("provider"),
+            Just("version"),
+            Just("count"),
+            Just("labels"),
+            Just("taints"),
+            Just("selector"),
+            Just("sim"),
+            Just("join"),
+            Just("token"),
+            Just("batch_size"),
+            Just("beta"),
+            Just("x"),
+        ];
+        proptest::collection::vec((0usize..4, key, scalar), 0..12).prop_map(|lines| {
+            lines
+                .into_iter()
+                .map(|(indent, k, v)| format!("{}{k}: {v}\n", "  ".repeat(indent)))
+                .collect()
+        })
+    }
+
+    proptest! {
+        /// Any text: a config or one-line issues naming a field, never a panic.
+        #[test]
+        fn arbitrary_text_never_panics(input in ".{0,200}") {
+            if let Err(issues) = Config::parse(&input) {
+                prop_assert!(!issues.is_empty());
+                for i in &issues {
+                    prop_assert!(!i.to_string().contains('\n'), "{}", i);
+                }
+            }
+        }
+
+        #[test]
+        fn config_shaped_text_never_panics(input in yamlish()) {
+            if let Err(issues) = Config::parse(&input) {
+                for i in &issues {
+                    prop_assert!(!i.to_string().contains('\n'), "{}", i);
+                }
+            }
+        }
+
+        #[test]
+        fn durations_never_panic(input in ".{0,20}") {
+            let _ = crate::duration::parse(&input);
+        }
+    }
+}

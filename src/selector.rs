@@ -506,3 +506,28 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any input: a selector or one line, never a panic; a parsed selector's
+        /// canonical form parses back to the same selector.
+        #[test]
+        fn never_panics_and_round_trips(input in ".{0,80}") {
+            match Selector::parse(&input) {
+                Ok(s) => prop_assert_eq!(Selector::parse(&s.to_string()).unwrap(), s),
+                Err(e) => prop_assert!(!e.contains('\n')),
+            }
+        }
+
+        #[test]
+        fn selector_shaped_input(input in "[!a-z./=(), -]{0,40}") {
+            if let Err(e) = Selector::parse(&input) {
+                prop_assert!(e.starts_with("invalid label selector"));
+            }
+        }
+    }
+}
