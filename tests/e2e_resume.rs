@@ -353,3 +353,71 @@ async fn a_timeout_stops_a_migration_that_a_rerun_finishes_and_the_final_soak_re
     assert_eq!(phase().await.as_deref(), Some("done"));
     assert_migrated(&h).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_deploy_pool_and_teardown_then_rerun() {
+    let config = format!(
+        "{}  gamma:\n    provider: sim\n    version: v1.33.1\n    count: 4\n    sim: {{boot_seconds: 30}}\n",
+        common::ALPHA_BETA
+    );
+    let h = Harness::start_at("", &config, SPEED).await;
+    let client = h.client().await;
+    let nodes: Api<Node> = Api::all(client.clone());
+    let created = |h: &Harness| {
+        h.kbg_requests()
+            .iter()
+            .filter(|e| e.resource == "nodes" && e.verb == "create" && e.code == 201)
+            .count()
+    };
+    // deploy-pool: killed once the first machine exists, while it waits for Ready.
+    let mut child = h.command(&["deploy-pool", "gamma"]).spawn().unwrap();
+    wait_for("a first machine", 60, || async {
+        (created(&h) >= 1).then_some(())
+    })
+    .await;
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    h.kbg(&["deploy-pool", "gamma"]).await.expect_code(0);
+    let gamma = nodes
+        .list(&ListParams::default().labels("kbg.io/pool=gamma"))
+        .await
+        .unwrap();
+    let mut names: Vec<String> = gamma
+        .items
+        .into_iter()
+        .map(|n| n.metadata.name.unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["gamma-0", "gamma-1", "gamma-2", "gamma-3"],
+        "none doubled, none lost"
+    );
+    assert_eq!(created(&h), 4, "each machine created once");
+
+    // teardown: killed after the first node is deleted.
+    let deleted = |h: &Harness| {
+        h.kbg_requests()
+            .iter()
+            .filter(|e| e.resource == "nodes" && e.verb == "delete")
+            .count()
+    };
+    let mut child = h.command(&["teardown", "gamma"]).spawn().unwrap();
+    wait_for("a first node deleted", 60, || async {
+        (deleted(&h) >= 1).then_some(())
+    })
+    .await;
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    let run = h.kbg(&["teardown", "gamma", "-o", "json"]).await;
+    run.expect_code(0);
+    assert!(
+        nodes
+            .list(&ListParams::default().labels("kbg.io/pool=gamma"))
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    assert!(nodes.get_opt("control-plane-0").await.unwrap().is_some());
+}
