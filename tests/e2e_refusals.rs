@@ -205,6 +205,33 @@ async fn dry_run_prints_the_plan_and_writes_nothing() {
         run.stdout
     );
     assert!(run.stdout.contains("BLOCKED"), "{}", run.stdout);
+    // Without any kbg.yaml, pools are the nodes labelled kbg.io/pool=<name>.
+    let out = h
+        .command(&[
+            "migrate",
+            "alpha",
+            "beta",
+            "--dry-run",
+            "--force",
+            "--delete-emptydir-data",
+            "-o",
+            "json",
+        ])
+        .env_remove("KBG_CONFIG")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        plan["batches"],
+        serde_json::json!([["alpha-0"], ["alpha-1"]])
+    );
     assert!(!h.kbg_requests().is_empty(), "it did read");
     assert!(
         h.kbg_writes().is_empty(),
