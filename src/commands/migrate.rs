@@ -4,7 +4,7 @@
 //!    when there is no `kbg.yaml`), the drain flags are valid.
 //! 2. Preflight (reads only): both pools have nodes, neither holds a control-plane node,
 //!    the target's kubelets hold against the API server's version, and the drain engine's
-//!    [`crate::preflight::preflight`]: target nodes Ready and schedulable with room for
+//!    assessment ([`crate::preflight::assess`]): target nodes Ready and schedulable with room for
 //!    what must move, no PDB that can never allow a disruption, unreplicated and emptyDir
 //!    pods named. Any blocker the flags do not allow: refuse with the full list, nothing
 //!    changed. `--dry-run` stops here and prints the plan.
@@ -28,16 +28,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use indicatif::ProgressBar;
+use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{Api, ListParams};
 use serde::Serialize;
 
 use super::Ctx;
 use crate::cli::MigrateArgs;
 use crate::config::{Config, PoolConfig};
 use crate::cordon::{self, Cordoned};
-use crate::drain::Owners;
 use crate::drain::{
-    DrainError, DrainObserver, DrainOptions, DrainReport, NodeDrainReport, NodeOutcome,
+    DrainError, DrainObserver, DrainOptions, DrainReport, NodeDrainReport, NodeOutcome, Owners,
     PodDisposition, PodRef, drain_nodes,
 };
 use crate::error::{Error, Result};
@@ -52,9 +54,6 @@ use crate::state::{MigrateRecord, Phase, op_key};
 use crate::ui::Ui;
 use crate::version::KubeVersion;
 use crate::workloads;
-use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::{Api, ListParams};
 
 /// The pool `name` as the command line names it: from `kbg.yaml`, or (when there is no
 /// `kbg.yaml` at all) the nodes labelled `kbg.io/pool=<name>`.
