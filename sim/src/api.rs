@@ -146,6 +146,16 @@ enum Format {
     Metadata,
 }
 
+impl Format {
+    fn render(self) -> crate::watch::Render {
+        match self {
+            Format::Json => crate::watch::Render::Stored,
+            Format::Table => crate::watch::Render::Table,
+            Format::Metadata => crate::watch::Render::Metadata,
+        }
+    }
+}
+
 fn format_of(headers: &HeaderMap) -> Result<Format, ApiError> {
     let accept = headers
         .get(header::ACCEPT)
@@ -480,13 +490,19 @@ fn resource(
     }
     let ns_str = ns.clone().unwrap_or_default();
     let qualified = crate::status::qualified(def.plural, def.group);
+    // events.k8s.io/v1 Events are v1 Events seen differently
+    let store = def.res.storage();
+    let view = (def.res == Res::EventV1).then_some(&EVENTS_VIEW);
+    let incoming = |v: Value| match view {
+        Some(view) => (view.from)(&v),
+        None => v,
+    };
     match (name.as_deref(), sub.as_deref()) {
         (None, None) => {
             let filter = Filter::new(def, ns.as_deref(), q)?;
             match *method {
                 Method::GET if watch || q.flag("watch") => {
-                    let b =
-                        crate::watch::watch(shared, def, filter, q, format == Format::Metadata)?;
+                    let b = crate::watch::watch(shared, def, filter, q, format.render())?;
                     Ok(Reply {
                         code: 200,
                         body: b,
@@ -508,7 +524,8 @@ fn resource(
                                 "the namespace of the provided object does not match the namespace sent on the request",
                             ));
                         }
-                        let o = shared.write(|st| st.create(def.res, &ns_str, v, q.dry_run()))?;
+                        let v = incoming(v);
+                        let o = shared.write(|st| st.create(store, &ns_str, v, q.dry_run()))?;
                         Ok(object_reply(201, def, &o, format, shared))
                     } else {
                         Err(ApiError::method_not_allowed(
@@ -532,13 +549,7 @@ fn resource(
                         let mut q2 = q.clone();
                         q2.0.insert("fieldSelector".into(), format!("metadata.name={name}"));
                         let filter = Filter::new(def, ns.as_deref(), &q2)?;
-                        let b = crate::watch::watch(
-                            shared,
-                            def,
-                            filter,
-                            &q2,
-                            format == Format::Metadata,
-                        )?;
+                        let b = crate::watch::watch(shared, def, filter, &q2, format.render())?;
                         return Ok(Reply {
                             code: 200,
                             body: b,
@@ -547,7 +558,7 @@ fn resource(
                         });
                     }
                     let o = shared
-                        .read(|st| st.get(def.res, &key).cloned())
+                        .read(|st| st.get(store, &key).cloned())
                         .ok_or_else(|| ApiError::not_found(def.plural, def.group, name))?;
                     Ok(object_reply(200, def, &o, format, shared))
                 }
@@ -569,7 +580,8 @@ fn resource(
                         ));
                     }
                     let which = which_part(def, sub)?;
-                    let o = shared.write(|st| st.update(def.res, &key, v, which, q.dry_run()))?;
+                    let v = incoming(v);
+                    let o = shared.write(|st| st.update(store, &key, v, which, q.dry_run()))?;
                     Ok(object_reply(200, def, &o, format, shared))
                 }
                 (None | Some("status"), Method::PATCH) => {
@@ -578,12 +590,12 @@ fn resource(
                         .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
                     let which = which_part(def, sub)?;
                     let o = shared
-                        .write(|st| st.patch(def.res, &key, ty, &patch, which, q.dry_run()))?;
+                        .write(|st| st.patch(store, &key, ty, &patch, which, q.dry_run(), view))?;
                     Ok(object_reply(200, def, &o, format, shared))
                 }
                 (None, Method::DELETE) => {
                     let opts = delete_opts(body, q)?;
-                    let res = def.res;
+                    let res = store;
                     let outcome = shared.write(|st| {
                         if matches!(res, Res::Pod | Res::Node) {
                             st.tx.client_action = true;
@@ -635,6 +647,13 @@ fn resource(
                     Ok(Reply::json(201, &success(201, None)))
                 }
                 (Some("scale"), m) if def.has_scale => scale(shared, def, &key, m, &ct, body),
+                (Some("log"), Method::GET) if def.res == Res::Pod => {
+                    // simulated containers write nothing
+                    shared
+                        .read(|st| st.get(Res::Pod, &key).cloned())
+                        .ok_or_else(|| ApiError::not_found("pods", "", name))?;
+                    Ok(Reply::text(200, ""))
+                }
                 (Some("finalize"), Method::PUT) if def.res == Res::Namespace => {
                     let v = parse_json(body, def)?;
                     let fin = get(&v, &["spec", "finalizers"])
@@ -728,9 +747,26 @@ fn delete_opts(body: &[u8], q: &Query) -> Result<DeleteOpts, ApiError> {
     Ok(opts)
 }
 
+/// How events.k8s.io/v1 shows stored v1 Events.
+static EVENTS_VIEW: crate::ops::View = crate::ops::View {
+    to: crate::events::to_events_v1,
+    from: crate::events::to_core,
+};
+
+/// The bytes of an object as resource `def` shows it.
+pub(crate) fn shown(def: &ResDef, o: &Obj) -> Bytes {
+    if def.res == Res::EventV1 {
+        Bytes::from(
+            serde_json::to_vec(&crate::events::to_events_v1(&o.value())).unwrap_or_default(),
+        )
+    } else {
+        o.bytes.clone()
+    }
+}
+
 fn object_reply(code: u16, def: &ResDef, o: &Arc<Obj>, format: Format, shared: &Shared) -> Reply {
     match format {
-        Format::Json => Reply::bytes(code, o.bytes.clone()),
+        Format::Json => Reply::bytes(code, shown(def, o)),
         Format::Metadata => {
             let mut r = Reply::json(code, &partial_metadata(&o.value()));
             r.content_type = "application/json;as=PartialObjectMetadata;v=v1;g=meta.k8s.io".into();
@@ -805,7 +841,7 @@ fn list(
                 }
             }
         } else {
-            for o in st.objects_after(def.res, filter.ns.as_deref(), after_key.as_ref()) {
+            for o in st.objects_after(def.res.storage(), filter.ns.as_deref(), after_key.as_ref()) {
                 if !push(o) {
                     break;
                 }
@@ -870,7 +906,7 @@ fn list_body(def: &ResDef, rv: u64, next: Option<&str>, items: &[Arc<Obj>]) -> B
         if i > 0 {
             b.extend_from_slice(b",");
         }
-        b.extend_from_slice(&o.bytes);
+        b.extend_from_slice(&shown(def, o));
     }
     b.extend_from_slice(b"]}");
     b.freeze()
@@ -884,7 +920,7 @@ fn delete_collection(
     body: &[u8],
 ) -> Result<Reply, ApiError> {
     let opts = delete_opts(body, q)?;
-    let res = def.res;
+    let res = def.res.storage();
     let (rv, items) = shared.write(|st| {
         if res == Res::Pod {
             st.tx.client_action = true;

@@ -31,6 +31,7 @@ mod api;
 mod api_reply;
 mod clock;
 mod controllers;
+mod events;
 mod eviction;
 mod faults;
 mod object;
@@ -276,6 +277,11 @@ fn load(st: &mut State, s: &Scenario) -> Result<(), SimError> {
             String::new()
         };
         let name = o["metadata"]["name"].as_str().unwrap_or("").to_string();
+        let (res, o) = if res == Res::EventV1 {
+            (Res::Event, events::to_core(&o))
+        } else {
+            (res, o)
+        };
         st.create(res, &ns, o, false)
             .map_err(|e| fail(format!("{kind} {ns}/{name}"), e))?;
     }

@@ -125,6 +125,47 @@ pub(crate) fn safe_encode(s: &str) -> String {
         .collect()
 }
 
+/// Another face of stored objects (events.k8s.io/v1 Events of v1 Events): how a patch
+/// sees the object, and how the patched object is stored.
+pub(crate) struct View {
+    /// Stored → shown.
+    pub to: fn(&Value) -> Value,
+    /// Shown → stored.
+    pub from: fn(&Value) -> Value,
+}
+
+/// Applies a patch of type `ty` to `v`.
+///
+/// # Errors
+/// 400 for a patch of the wrong shape, 422 for a JSON patch that does not apply.
+pub(crate) fn apply_patch(v: &mut Value, ty: PatchType, patch: &Value) -> Result<(), ApiError> {
+    match ty {
+        PatchType::Merge => {
+            if !patch.is_object() {
+                return Err(ApiError::bad_request(
+                    "json: cannot unmarshal into Go value of type map[string]interface {}",
+                ));
+            }
+            json_patch::merge(v, patch);
+        }
+        PatchType::Strategic => {
+            strategic_merge(v, patch).map_err(ApiError::bad_request)?;
+        }
+        PatchType::Json => {
+            let ops: json_patch::Patch = serde_json::from_value(patch.clone())
+                .map_err(|e| ApiError::bad_request(format!("json: {e}")))?;
+            json_patch::patch(v, &ops).map_err(|e| {
+                ApiError::new(
+                    422,
+                    "Invalid",
+                    format!("the server rejected our request due to an error in our request: {e}"),
+                )
+            })?;
+        }
+    }
+    Ok(())
+}
+
 /// 409 for a `uid` precondition that does not hold.
 fn uid_precondition_failed(
     d: &crate::resources::ResDef,
@@ -333,6 +374,7 @@ impl State {
     /// # Errors
     /// 404, 409 when the patch carries a stale resourceVersion, 400/422 for a bad patch,
     /// and the errors of [`State::update`].
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn patch(
         &mut self,
         res: Res,
@@ -341,37 +383,19 @@ impl State {
         patch: &Value,
         sub: Sub,
         dry_run: bool,
+        view: Option<&View>,
     ) -> Result<Arc<Obj>, ApiError> {
         let d = res.def();
         let Some(old) = self.get(res, key).cloned() else {
             return Err(ApiError::not_found(d.plural, d.group, &key.name));
         };
-        let mut v = old.value();
-        match ty {
-            PatchType::Merge => {
-                if !patch.is_object() {
-                    return Err(ApiError::bad_request(
-                        "json: cannot unmarshal into Go value of type map[string]interface {}",
-                    ));
-                }
-                json_patch::merge(&mut v, patch);
-            }
-            PatchType::Strategic => {
-                strategic_merge(&mut v, patch).map_err(ApiError::bad_request)?;
-            }
-            PatchType::Json => {
-                let ops: json_patch::Patch = serde_json::from_value(patch.clone())
-                    .map_err(|e| ApiError::bad_request(format!("json: {e}")))?;
-                json_patch::patch(&mut v, &ops).map_err(|e| {
-                    ApiError::new(
-                        422,
-                        "Invalid",
-                        format!(
-                            "the server rejected our request due to an error in our request: {e}"
-                        ),
-                    )
-                })?;
-            }
+        let mut v = match view {
+            Some(view) => (view.to)(&old.value()),
+            None => old.value(),
+        };
+        apply_patch(&mut v, ty, patch)?;
+        if let Some(view) = view {
+            v = (view.from)(&v);
         }
         let rv = get_str(&v, &["metadata", "resourceVersion"]).unwrap_or("");
         if !rv.is_empty() && rv != old.meta.rv.to_string() {

@@ -80,8 +80,14 @@ impl Filter {
                 )));
             }
         }
+        let mut fields = fields;
+        if def.res == Res::EventV1 {
+            for t in &mut fields.terms {
+                t.field = crate::events::core_field(&t.field);
+            }
+        }
         Ok(Filter {
-            res: def.res,
+            res: def.res.storage(),
             ns: ns.map(Into::into),
             labels,
             fields,

@@ -263,6 +263,14 @@ impl Res {
         &ALL[self as usize]
     }
 
+    /// Where objects of this resource are stored: events.k8s.io/v1 Events are v1 Events.
+    pub(crate) fn storage(self) -> Res {
+        match self {
+            Res::EventV1 => Res::Event,
+            r => r,
+        }
+    }
+
     /// Every resource.
     pub(crate) fn all() -> impl Iterator<Item = Res> {
         ALL.iter().map(|d| d.res)
@@ -380,6 +388,10 @@ pub(crate) fn api_resource_list(group: &str, version: &str) -> Option<Value> {
             resources.push(json!({
                 "name": "pods/binding", "singularName": "", "namespaced": true,
                 "kind": "Binding", "verbs": ["create"],
+            }));
+            resources.push(json!({
+                "name": "pods/log", "singularName": "", "namespaced": true,
+                "kind": "Pod", "verbs": ["get"],
             }));
         }
         if d.res == Res::Namespace {

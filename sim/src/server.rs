@@ -82,7 +82,13 @@ pub(crate) async fn driver(shared: Arc<Shared>) {
         }
         let (more, next) = {
             let mut st = shared.state.lock();
-            let more = st.tick(2000);
+            // a bug in a controller must not stop the others for good
+            let more = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| st.tick(2000)))
+                .unwrap_or_else(|_| {
+                    tracing::error!("kbg-sim: a controller panicked; the driver goes on");
+                    st.end_tx();
+                    false
+                });
             (more, st.next_timer())
         };
         if more {

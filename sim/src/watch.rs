@@ -23,7 +23,18 @@ use crate::resources::ResDef;
 use crate::server::{Body, Shared};
 use crate::state::{EvType, Event, Hist};
 use crate::status::ApiError;
-use crate::table::partial_metadata;
+use crate::table::{partial_metadata, table};
+
+/// How a watch shows objects (the `Accept` header).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Render {
+    /// The objects.
+    Stored,
+    /// `PartialObjectMetadata`.
+    Metadata,
+    /// A one-row `Table` per event (`kubectl get -w`).
+    Table,
+}
 
 /// How often an idle watch with `allowWatchBookmarks` gets a BOOKMARK (wall time).
 const BOOKMARK_EVERY: Duration = Duration::from_secs(10);
@@ -46,7 +57,9 @@ struct WatchState {
     latest: tokio::sync::watch::Receiver<u64>,
     shutdown: tokio::sync::watch::Receiver<bool>,
     filter: Filter,
-    metadata_only: bool,
+    render: Render,
+    res: crate::resources::Res,
+    events_v1: bool,
     last: u64,
     pending: VecDeque<Bytes>,
     bookmarks: bool,
@@ -56,15 +69,35 @@ struct WatchState {
 }
 
 impl WatchState {
-    fn line_for(&self, ev: &Event, ty: EvType) -> Bytes {
-        if self.metadata_only {
-            let v = json!({"type": ty.as_str(), "object": partial_metadata(&ev.obj.value())});
-            let mut s = v.to_string();
-            s.push('\n');
-            Bytes::from(s)
-        } else {
-            ev.line(ty)
-        }
+    /// The watch line for `obj` as event `ty`; `ev` when it comes from the history
+    /// (stored objects share its serialized line).
+    fn line_for(&self, obj: &Arc<crate::object::Obj>, ty: EvType, ev: Option<&Event>) -> Bytes {
+        let object = match self.render {
+            Render::Metadata => partial_metadata(&obj.value()),
+            Render::Table => table(
+                self.res,
+                std::slice::from_ref(obj),
+                self.shared.clock.now(),
+                None,
+                None,
+                "Metadata",
+            ),
+            Render::Stored if self.events_v1 => crate::events::to_events_v1(&obj.value()),
+            Render::Stored => {
+                if let Some(ev) = ev {
+                    return ev.line(ty);
+                }
+                let mut b = BytesMut::with_capacity(obj.bytes.len() + 32);
+                b.extend_from_slice(
+                    format!("{{\"type\":\"{}\",\"object\":", ty.as_str()).as_bytes(),
+                );
+                b.extend_from_slice(&obj.bytes);
+                b.extend_from_slice(b"}\n");
+                return b.freeze();
+            }
+        };
+        let v = json!({"type": ty.as_str(), "object": object});
+        Bytes::from(format!("{v}\n"))
     }
 
     /// Reads new events from the history into `pending`. Returns false on 410.
@@ -99,7 +132,7 @@ impl WatchState {
                 }
             };
             if let Some(ty) = ty {
-                let line = self.line_for(&ev, ty);
+                let line = self.line_for(&ev.obj, ty, Some(&ev));
                 self.pending.push_back(line);
             }
         }
@@ -184,7 +217,7 @@ pub(crate) fn watch(
     def: &'static ResDef,
     filter: Filter,
     q: &Query,
-    metadata_only: bool,
+    render: Render,
 ) -> Result<Body, ApiError> {
     let rv_param = q.get("resourceVersion").unwrap_or("");
     let send_initial = q.flag("sendInitialEvents");
@@ -203,12 +236,12 @@ pub(crate) fn watch(
     };
     let (hist, start, initial) = {
         let st = shared.state.lock();
-        let hist = st.table(def.res).hist.clone();
+        let hist = st.table(def.res.storage()).hist.clone();
         match from {
             Some(rv) => (hist, rv, Vec::new()),
             None => {
                 let objs: Vec<_> = st
-                    .objects(def.res, filter.ns.as_deref())
+                    .objects(def.res.storage(), filter.ns.as_deref())
                     .filter(|o| filter.matches(o))
                     .cloned()
                     .collect();
@@ -222,7 +255,9 @@ pub(crate) fn watch(
         hist,
         shutdown: shared.shutdown.subscribe(),
         filter,
-        metadata_only,
+        render,
+        res: def.res,
+        events_v1: def.res == crate::resources::Res::EventV1,
         last: start,
         pending: VecDeque::new(),
         bookmarks,
@@ -231,16 +266,7 @@ pub(crate) fn watch(
         done: false,
     };
     for o in initial {
-        let line = if metadata_only {
-            let v = json!({"type": "ADDED", "object": partial_metadata(&o.value())});
-            Bytes::from(format!("{v}\n"))
-        } else {
-            let mut b = BytesMut::with_capacity(o.bytes.len() + 32);
-            b.extend_from_slice(b"{\"type\":\"ADDED\",\"object\":");
-            b.extend_from_slice(&o.bytes);
-            b.extend_from_slice(b"}\n");
-            b.freeze()
-        };
+        let line = ws.line_for(&o, EvType::Added, None);
         ws.pending.push_back(line);
     }
     if send_initial {

@@ -792,3 +792,44 @@ async fn discovery_version_tables_and_bad_input() {
     );
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_are_one_resource_seen_two_ways() {
+    let (cluster, client) = common::start("pools:\n  - name: alpha\n    count: 1\n", 60.0).await;
+    // what kube-rs's Recorder writes: an events.k8s.io/v1 Event
+    let new = ar("events.k8s.io", "v1", "Event", "events");
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &new);
+    let ev: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "alpha-0.cordon"},
+        "eventTime": "2024-01-01T00:00:00.000000Z", "reportingController": "kbg", "reportingInstance": "kbg-1",
+        "action": "Cordon", "reason": "Cordoned", "note": "kbg cordoned the node", "type": "Normal",
+        "regarding": {"apiVersion": "v1", "kind": "Node", "name": "alpha-0"}}))
+    .unwrap();
+    api.create(&PostParams::default(), &ev).await.unwrap();
+    api.patch("alpha-0.cordon", &PatchParams::default(), &Patch::Merge(json!({"note": "again", "series": {"count": 2, "lastObservedTime": "2024-01-01T00:01:00.000000Z"}})))
+        .await
+        .unwrap();
+    // kubectl get events / describe node read v1 Events
+    let core: Api<k8s_openapi::api::core::v1::Event> = Api::default_namespaced(client.clone());
+    let l = core
+        .list(&ListParams::default().fields("involvedObject.kind=Node,involvedObject.name=alpha-0"))
+        .await
+        .unwrap();
+    assert_eq!(l.items.len(), 1);
+    let e = &l.items[0];
+    assert_eq!(e.message.as_deref(), Some("again"));
+    assert_eq!(e.reporting_component.as_deref(), Some("kbg"));
+    assert_eq!(e.series.as_ref().unwrap().count, Some(2));
+    // and back: a filter on events.k8s.io's field names
+    let l = api
+        .list(&ListParams::default().fields("regarding.name=alpha-0"))
+        .await
+        .unwrap();
+    assert_eq!(l.items.len(), 1);
+    assert_eq!(l.items[0].data["note"], "again");
+    assert_eq!(
+        l.items[0].types.as_ref().unwrap().api_version,
+        "events.k8s.io/v1"
+    );
+    cluster.shutdown().await;
+}

@@ -1125,16 +1125,15 @@ async fn deletion_propagates_to_dependents_per_policy() {
     );
     common::wait_for("foreground done", 60, || {
         let deps = deps.clone();
-        let client = client.clone();
-        async move {
-            (deps.get_opt("fore").await.unwrap().is_none()
-                && common::pods(&client, "default", "app=fore")
-                    .await
-                    .is_empty())
-            .then_some(())
-        }
+        async move { deps.get_opt("fore").await.unwrap().is_none().then_some(()) }
     })
     .await;
+    assert!(
+        common::pods(&client, "default", "app=fore")
+            .await
+            .is_empty(),
+        "the owner went last"
+    );
     // Background (the default): the Deployment goes at once, its dependents after
     deps.delete("back", &DeleteParams::default()).await.unwrap();
     assert!(deps.get_opt("back").await.unwrap().is_none());
@@ -1208,6 +1207,18 @@ async fn binding_pods_and_deleting_collections() {
     )
     .await;
     assert_eq!(code, 409, "already bound");
+    let (code, _, log) = common::raw(
+        &client,
+        "GET",
+        "/api/v1/namespaces/default/pods/manual/log",
+        Value::Null,
+    )
+    .await;
+    assert_eq!(
+        (code, log.as_str()),
+        (200, ""),
+        "simulated containers log nothing"
+    );
     for i in 0..3 {
         let p: Pod = serde_json::from_value(
             json!({"metadata": {"name": format!("b{i}"), "labels": {"batch": "x"}},

@@ -233,6 +233,13 @@ async fn create_cordon_uncordon_and_drain() {
         .max_by_key(|n| nodes.iter().filter(|m| m == n).count())
         .unwrap()
         .clone();
+    // `kubectl get -w` watches in Table form while the drain runs
+    let mut watch = k
+        .command(&["get", "pods", "-l", "app=web", "-w"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let out = k
         .ok(&[
             "drain",
@@ -251,6 +258,16 @@ async fn create_cordon_uncordon_and_drain() {
     assert_eq!(
         node_row(&k.ok(&["get", "nodes"]).await, &target)[1],
         "Ready,SchedulingDisabled"
+    );
+    watch.start_kill().unwrap();
+    let watched =
+        String::from_utf8_lossy(&watch.wait_with_output().await.unwrap().stdout).into_owned();
+    assert!(watched.contains("Terminating"), "{watched}");
+    assert!(
+        watched
+            .lines()
+            .any(|l| l.contains("Running") && l.split_whitespace().nth(1) == Some("1/1")),
+        "{watched}"
     );
     let stats = cluster.stats();
     assert_eq!(stats.pdb_violations, 0, "{stats:?}");

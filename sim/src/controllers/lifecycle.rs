@@ -204,7 +204,13 @@ impl State {
                         }
                     });
                 } else {
-                    let _ = self.delete(res, &key, &DeleteOpts::default());
+                    // under a foreground deletion, dependents go in the foreground too,
+                    // so the owner waits for the whole tree
+                    let opts = DeleteOpts {
+                        propagation: foreground.then_some(crate::ops::Propagation::Foreground),
+                        ..DeleteOpts::default()
+                    };
+                    let _ = self.delete(res, &key, &opts);
                 }
             }
             if foreground {
