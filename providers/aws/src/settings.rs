@@ -1,10 +1,10 @@
 //! The pool's `aws:` block in `kbg.yaml`, parsed and checked before anything is touched.
 //!
 //! Parsing is two steps. serde (with `deny_unknown_fields`, and `serde_path_to_error` so
-//! a type error names its field) turns the block into [`RawSettings`]; then
-//! [`Settings::from_raw`] checks what serde cannot (exactly one of `ami` and
+//! a type error names its field) turns the block into `RawSettings`; then
+//! `Settings::from_raw` checks what serde cannot (exactly one of `ami` and
 //! `launch_template`, ID prefixes, reserved tags, the user-data template renders) and
-//! resolves defaults. Every failure is one [`ErrorKind::InvalidConfig`] line naming
+//! resolves defaults. Every failure is one [`kbg_provider::ErrorKind::InvalidConfig`] line naming
 //! `pools.<pool>.aws.<field>` and saying the fix. Nothing here talks to AWS.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -521,7 +521,8 @@ impl Settings {
                     } else {
                         field_path(&pool.name, field)
                     };
-                    ProviderError::invalid_config(PROVIDER, full, e.message.clone()).with_source(e)
+                    ProviderError::invalid_config(PROVIDER, full, e.message.replace('\n', " "))
+                        .with_source(e)
                 })?;
                 (r, field)
             }
