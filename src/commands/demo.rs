@@ -181,6 +181,7 @@ async fn demo(
         target: KubeTarget {
             kubeconfig: Some(kubeconfig),
             context: None,
+            rate_limit: None,
         },
         state_namespace: settings::DEFAULT_STATE_NAMESPACE.into(),
         state_configmap: settings::DEFAULT_STATE_CONFIGMAP.into(),
