@@ -84,7 +84,9 @@ pub fn human(p: &Plan) -> String {
         for o in &p.offers {
             out.push_str(&format!(
                 "  {:<6} {:<10} kbg plan --to {}\n",
-                o.kind, o.version, o.version
+                o.kind,
+                o.version.to_string(),
+                o.version
             ));
         }
     }

@@ -61,6 +61,16 @@ impl ScriptStep {
         }
     }
 
+    /// A few words for messages: `first-master`.
+    pub fn describe(self) -> &'static str {
+        match self {
+            ScriptStep::EtcdBackup => "etcd-backup",
+            ScriptStep::FirstMaster => "first-master",
+            ScriptStep::OtherMaster => "master",
+            ScriptStep::Kubelet => "kubelet",
+        }
+    }
+
     const ALL: [ScriptStep; 4] = [
         ScriptStep::EtcdBackup,
         ScriptStep::FirstMaster,
@@ -495,7 +505,7 @@ impl ScriptUpgrader {
             .unwrap_or_else(|| "no output".into());
         Err(StepFailed(format!(
             "the {} script exited with {} on {node}: {said}",
-            step.key().replace('_', " "),
+            step.describe(),
             out.exit_code
         )))
     }

@@ -19,6 +19,10 @@
 //! 4. After the last hop, pools older than the target may be replaced to run it
 //!    (optional: they stay within the policy).
 
+// A refusal carries both versions for the message; plans are made once per command, so
+// the size of the error does not matter (as in `skew`).
+#![allow(clippy::result_large_err)]
+
 use serde::Serialize;
 
 use super::facts::{Facts, MasterFacts, VERSIONED_COMPONENTS};
@@ -296,12 +300,6 @@ pub fn plan(
                     Err(_) if t > v => (Some(false), Some(describe_hops(&hops))),
                     Err(e) => (Some(false), Some(e.to_string())),
                 },
-                (Some(_), _, false) => (
-                    None,
-                    Some(
-                        "follows the method (kubeadm upgrades etcd with the control plane)".into(),
-                    ),
-                ),
                 _ => (None, None),
             };
             components.push(ComponentRow {
@@ -371,7 +369,11 @@ pub fn plan(
                 hop_no,
                 Action::UpgradeMaster {
                     node: m.node.clone(),
-                    from: m.control_plane_version().or_else(|| m.kubelet.clone()),
+                    from: if hop_no == 1 {
+                        m.control_plane_version().or_else(|| m.kubelet.clone())
+                    } else {
+                        Some(cp.clone())
+                    },
                     to: hop.clone(),
                     first,
                     done,
@@ -382,7 +384,7 @@ pub fn plan(
         let behind: Vec<String> = facts
             .masters
             .iter()
-            .filter(|m| m.kubelet.as_ref().is_none_or(|k| k < hop))
+            .filter(|m| hop_no > 1 || m.kubelet.as_ref() != Some(hop))
             .map(|m| m.node.clone())
             .collect();
         if !behind.is_empty() {
@@ -436,12 +438,15 @@ pub fn plan(
     master_versions.sort();
     master_versions.dedup();
     if !facts.masters.is_empty() {
+        let now_ok = master_versions
+            .iter()
+            .all(|k| skew::check_kubelet(k, &facts.apiservers()).is_ok());
         kubelets.push(KubeletRow {
             pool: "control-plane".into(),
             nodes: facts.masters.len(),
             current: master_versions,
             target: final_target.clone(),
-            skew_ok: final_target.as_ref().map(|_| true),
+            skew_ok: Some(final_target.is_some() || now_ok),
             note: final_target
                 .as_ref()
                 .map(|_| "upgraded in place after the masters".into()),

@@ -70,9 +70,9 @@ pub struct MasterRow {
     /// The node.
     pub node: String,
     /// Its control plane's version before the run.
-    pub control_plane: Option<KubeVersion>,
+    pub control_plane_before: Option<KubeVersion>,
     /// Its kubelet's version before the run.
-    pub kubelet: Option<KubeVersion>,
+    pub kubelet_before: Option<KubeVersion>,
     /// Where it stands now.
     pub status: HostStatus,
     /// Control-plane attempts over every run.
@@ -129,10 +129,7 @@ impl UpgradeReport {
                 out.push_str(&format!(
                     "\n{}. {} on {}\n",
                     i + 1,
-                    serde_json::to_value(s.step)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_string))
-                        .unwrap_or_default(),
+                    s.step.describe(),
                     s.node
                 ));
                 match &s.runs {
@@ -149,8 +146,8 @@ impl UpgradeReport {
         out.push_str(&crate::ui::table(
             [
                 "MASTER",
-                "CONTROL PLANE",
-                "KUBELET",
+                "CONTROL PLANE WAS",
+                "KUBELET WAS",
                 "TARGET",
                 "STATUS",
                 "ATTEMPTS",
@@ -158,10 +155,10 @@ impl UpgradeReport {
             self.masters.iter().map(|m| {
                 [
                     m.node.clone(),
-                    m.control_plane
+                    m.control_plane_before
                         .as_ref()
                         .map_or_else(|| "-".into(), ToString::to_string),
-                    m.kubelet
+                    m.kubelet_before
                         .as_ref()
                         .map_or_else(|| "-".into(), ToString::to_string),
                     self.to.to_string(),
@@ -497,8 +494,8 @@ pub async fn execute(
             .iter()
             .map(|m| MasterRow {
                 node: m.node.clone(),
-                control_plane: m.control_plane_version(),
-                kubelet: m.kubelet.clone(),
+                control_plane_before: m.control_plane_version(),
+                kubelet_before: m.kubelet.clone(),
                 status: host_status(m, &target),
                 attempts: resuming
                     .and_then(|r| r.masters.iter().find(|x| x.node == m.node))
@@ -974,7 +971,7 @@ async fn wait_master(
         )
         .await
         .map_err(|e| e.to_string())?;
-        wait_node(ctx, node, left(ctx), "be Ready", |n| pool::is_ready(n)).await?;
+        wait_node(ctx, node, left(ctx), "be Ready", pool::is_ready).await?;
     }
     wait_health(ctx, last.then_some(target), left(ctx)).await
 }
