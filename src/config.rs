@@ -1481,6 +1481,130 @@ pools:
     }
 
     #[test]
+    fn the_control_plane_block() {
+        let c = Config::parse(
+            r#"
+control_plane:
+  method: kubeadm
+  provider: metal
+  metal: {inventory: hosts.yaml}
+  available_versions: [v1.34.1, "1.33.4", v1.34.1]
+  package_manager: dnf
+  etcd_backup: false
+  backup_dir: /srv/kbg/
+  master_timeout: 15m
+  retry_pause: 2m
+  retries: 3
+  templates: {kubelet: my-kubelet.sh.j2}
+"#,
+        )
+        .unwrap();
+        let cp = &c.control_plane;
+        assert_eq!(cp.method, Some(CpMethod::Kubeadm));
+        assert_eq!(cp.provider.as_deref(), Some("metal"));
+        assert_eq!(cp.settings["inventory"], "hosts.yaml");
+        let versions: Vec<String> = cp
+            .available_versions
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(versions, ["v1.33.4", "v1.34.1"], "sorted, once each");
+        assert_eq!(cp.package_manager, Some(PackageManager::Dnf));
+        assert_eq!(cp.etcd_backup, Some(false));
+        assert_eq!(cp.backup_dir.as_deref(), Some("/srv/kbg"));
+        assert_eq!(cp.master_timeout, Some(Duration::from_secs(900)));
+        assert_eq!(cp.retry_pause, Some(Duration::from_secs(120)));
+        assert_eq!(cp.retries, Some(3));
+        assert_eq!(cp.templates["kubelet"], PathBuf::from("my-kubelet.sh.j2"));
+        // The charm method goes through Juju.
+        let c = Config::parse("control_plane: {method: charm}").unwrap();
+        assert_eq!(c.control_plane.provider.as_deref(), Some("juju"));
+        // Each bad field, named with its fix.
+        for (file, field, says) in [
+            (
+                "control_plane: {method: ansible}",
+                "control_plane.method",
+                "one of: kubeadm, manifests, charm",
+            ),
+            (
+                "control_plane: {provider: gce}",
+                "control_plane.provider",
+                "is not a provider",
+            ),
+            (
+                "control_plane: {method: charm, provider: sim}",
+                "control_plane.provider",
+                "set provider: juju",
+            ),
+            (
+                "control_plane: {available_versions: [1.x]}",
+                "control_plane.available_versions[0]",
+                "accepted forms",
+            ),
+            (
+                "control_plane: {available_versions: [1.30]}",
+                "control_plane.available_versions[0]",
+                "YAML reads 1.30 as 1.3",
+            ),
+            (
+                "control_plane: {available_versions: v1.34.1}",
+                "control_plane.available_versions",
+                "must be a list",
+            ),
+            (
+                "control_plane: {package_manager: brew}",
+                "control_plane.package_manager",
+                "apt, yum, dnf, kubelet-wrapper",
+            ),
+            (
+                "control_plane: {method: kubeadm, package_manager: kubelet-wrapper}",
+                "control_plane.package_manager",
+                "no kubeadm",
+            ),
+            (
+                "control_plane: {backup_dir: backups}",
+                "control_plane.backup_dir",
+                "absolute path",
+            ),
+            (
+                "control_plane: {manifests_dir: \"/etc/$x\"}",
+                "control_plane.manifests_dir",
+                "absolute path",
+            ),
+            (
+                "control_plane: {master_timeout: 0s}",
+                "control_plane.master_timeout",
+                "longer than 0s",
+            ),
+            (
+                "control_plane: {retries: -1}",
+                "control_plane.retries",
+                "at least 0",
+            ),
+            (
+                "control_plane: {templates: {first: x.j2}}",
+                "control_plane.templates.first",
+                "did you mean first_master?",
+            ),
+            (
+                "control_plane: {provider: sim, metal: {}}",
+                "control_plane.metal",
+                "set provider: metal",
+            ),
+            (
+                "control_plane: {methd: kubeadm}",
+                "control_plane.methd",
+                "did you mean method?",
+            ),
+        ] {
+            let issues = Config::parse(file).expect_err(file);
+            assert_eq!(issues.len(), 1, "{file}: {issues:?}");
+            assert_eq!(issues[0].field, field, "{file}: {issues:?}");
+            assert!(issues[0].message.contains(says), "{file}: {}", issues[0]);
+        }
+    }
+
+    #[test]
     fn an_empty_file_is_an_empty_config() {
         let c = Config::parse("").unwrap();
         assert!(c.pools.is_empty());

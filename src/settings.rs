@@ -480,6 +480,60 @@ mod tests {
     }
 
     #[test]
+    fn control_plane_flags_then_file_then_defaults() {
+        use crate::cli::UpgradeControlPlaneArgs;
+        use crate::config::{CpMethod, PackageManager};
+        let args = |extra: &[&str]| {
+            let mut argv = vec!["kbg", "upgrade-control-plane", "v1.34.0"];
+            argv.extend_from_slice(extra);
+            match <crate::cli::Cli as clap::Parser>::try_parse_from(argv)
+                .unwrap()
+                .command
+            {
+                crate::cli::Command::UpgradeControlPlane(a) => a,
+                _ => unreachable!(),
+            }
+        };
+        let none: UpgradeControlPlaneArgs = args(&[]);
+        let e = resolve_control_plane(&Config::default().control_plane, &none).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(
+            e.to_string()
+                .starts_with("control_plane.method: is required"),
+            "{e}"
+        );
+        let cfg =
+            Config::parse("control_plane: {method: manifests, provider: sim, retry_pause: 30s}")
+                .unwrap();
+        let s = resolve_control_plane(&cfg.control_plane, &none).unwrap();
+        assert_eq!(s.scripts.method, CpMethod::Manifests);
+        assert_eq!(
+            s.scripts.package_manager,
+            PackageManager::KubeletWrapper,
+            "CoreOS"
+        );
+        assert_eq!(s.scripts.manifests_dir, DEFAULT_MANIFESTS_DIR);
+        assert_eq!(s.master_timeout, DEFAULT_MASTER_TIMEOUT);
+        assert_eq!(s.retry_pause, Duration::from_secs(30));
+        assert_eq!(s.retries, DEFAULT_RETRIES);
+        assert!(s.etcd_backup);
+        let flags = args(&[
+            "--retry-pause",
+            "5s",
+            "--retries",
+            "0",
+            "--no-etcd-backup",
+            "--master-timeout",
+            "1m",
+        ]);
+        let s = resolve_control_plane(&cfg.control_plane, &flags).unwrap();
+        assert_eq!(
+            (s.retry_pause, s.retries, s.etcd_backup, s.master_timeout),
+            (Duration::from_secs(5), 0, false, Duration::from_secs(60))
+        );
+    }
+
+    #[test]
     fn drain_knobs_flags_then_source_pool_then_file_then_defaults() {
         let cfg = Config::parse(
             "migration: {batch_size: 2, batch_soak: 1m, force: true, grace_period: 30}\npools:\n  alpha:\n    provider: sim\n    selector: x=y\n    migration: {batch_size: 50%, final_soak: 10m}\n",

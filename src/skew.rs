@@ -486,7 +486,10 @@ mod tests {
             assert_eq!(r.is_ok(), ok, "kube-proxy {proxy} vs {api}: {r:?}");
         }
         let e = check_kube_proxy(&v("v1.24.9"), &[v("v1.27.3")], &v("v1.24.9")).unwrap_err();
-        assert!(e.rule.contains("two minor versions") && e.rule.contains("1.28"), "{e}");
+        assert!(
+            e.rule.contains("two minor versions") && e.rule.contains("1.28"),
+            "{e}"
+        );
         let e = check_kube_proxy(&v("v1.27.9"), &[v("v1.31.0")], &v("v1.27.9")).unwrap_err();
         assert!(e.rule.contains("three minor versions"), "{e}");
     }
