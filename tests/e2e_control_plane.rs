@@ -5,14 +5,21 @@
 //! recorded, a rerun finishing), a transient failure repeated after a pause, the
 //! refusals that touch nothing (a skipped minor, a downgrade, kubelets left behind,
 //! `--dry-run`), and `deploy-pool` refusing a pool newer than the oldest API server.
+//!
+//! What happened to the masters is read from the cluster itself: a watch on the
+//! kube-apiserver mirror pods and the nodes, ordered by resourceVersion.
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use common::Harness;
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::watcher::{self, watcher};
 use serde_json::{Value, json};
 
 /// Three masters at v1.33.1; pool alpha two minors behind (v1.31.4), beta at v1.33.1.
@@ -86,18 +93,132 @@ async fn record(client: &kube::Client) -> Value {
     serde_json::from_str(&cm.data.unwrap()["upgrade-control-plane"]).unwrap()
 }
 
-/// The masters, in the order of the upgrade POSTs the simulated cluster got.
-fn upgrade_posts(h: &Harness) -> Vec<String> {
-    h.sim
-        .audit()
-        .into_iter()
-        .filter(|e| e.verb == "post" && e.path.ends_with("/upgrade") && e.code == 200)
-        .filter_map(|e| {
-            e.path
-                .strip_prefix("/sim/v1/control-plane/")
-                .and_then(|p| p.strip_suffix("/upgrade"))
-                .map(str::to_string)
+/// What the masters went through while a command ran, in the cluster's own order
+/// (resourceVersion): `control-plane <node> <tag>` when a master's kube-apiserver pod
+/// comes back with a new image, `kubelet <node> <version>` when its node reports a new
+/// kubelet.
+struct Changes {
+    seen: Arc<Mutex<Vec<(u64, String)>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Changes {
+    /// Start watching; returns once both watches have listed what is there.
+    async fn watch(client: &kube::Client) -> Changes {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(2);
+        let pods: Api<Pod> = Api::namespaced(client.clone(), "kube-system");
+        let nodes: Api<Node> = Api::all(client.clone());
+        let (s1, t1) = (seen.clone(), tx.clone());
+        let pod_task = tokio::spawn(async move {
+            let mut last: BTreeMap<String, String> = BTreeMap::new();
+            let stream = watcher(
+                pods,
+                watcher::Config::default().labels("component=kube-apiserver"),
+            );
+            futures::pin_mut!(stream);
+            while let Some(Ok(ev)) = stream.next().await {
+                let (p, init) = match ev {
+                    watcher::Event::Apply(p) => (p, false),
+                    watcher::Event::InitApply(p) => (p, true),
+                    watcher::Event::InitDone => {
+                        let _ = t1.send(()).await;
+                        continue;
+                    }
+                    _ => continue,
+                };
+                let node = p
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.node_name.clone())
+                    .unwrap_or_default();
+                let image = p.spec.as_ref().unwrap().containers[0]
+                    .image
+                    .clone()
+                    .unwrap_or_default();
+                let tag = image
+                    .rsplit_once(':')
+                    .map(|(_, t)| t.to_string())
+                    .unwrap_or_default();
+                if last
+                    .insert(node.clone(), tag.clone())
+                    .is_some_and(|t| t != tag)
+                    && !init
+                {
+                    let rv = p.metadata.resource_version.unwrap().parse().unwrap();
+                    s1.lock()
+                        .unwrap()
+                        .push((rv, format!("control-plane {node} {tag}")));
+                }
+            }
+        });
+        let (s2, t2) = (seen.clone(), tx);
+        let node_task = tokio::spawn(async move {
+            let mut last: BTreeMap<String, String> = BTreeMap::new();
+            let stream = watcher(nodes, watcher::Config::default());
+            futures::pin_mut!(stream);
+            while let Some(Ok(ev)) = stream.next().await {
+                let (n, init) = match ev {
+                    watcher::Event::Apply(n) => (n, false),
+                    watcher::Event::InitApply(n) => (n, true),
+                    watcher::Event::InitDone => {
+                        let _ = t2.send(()).await;
+                        continue;
+                    }
+                    _ => continue,
+                };
+                let name = n.metadata.name.clone().unwrap();
+                let v = n
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.node_info.as_ref())
+                    .map(|i| i.kubelet_version.clone())
+                    .unwrap_or_default();
+                if last.insert(name.clone(), v.clone()).is_some_and(|x| x != v) && !init {
+                    let rv = n.metadata.resource_version.unwrap().parse().unwrap();
+                    s2.lock().unwrap().push((rv, format!("kubelet {name} {v}")));
+                }
+            }
+        });
+        for _ in 0..2 {
+            tokio::time::timeout(std::time::Duration::from_secs(60), rx.recv())
+                .await
+                .expect("the watches list within a minute");
+        }
+        Changes {
+            seen,
+            tasks: vec![pod_task, node_task],
+        }
+    }
+
+    /// Everything seen so far, in the cluster's order.
+    fn so_far(&self) -> Vec<String> {
+        let mut v = self.seen.lock().unwrap().clone();
+        v.sort();
+        v.into_iter().map(|(_, s)| s).collect()
+    }
+
+    /// Wait (bounded) until `n` changes are seen, then stop and return them in order.
+    async fn stop_after(self, n: usize) -> Vec<String> {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+            while self.seen.lock().unwrap().len() < n {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
         })
+        .await;
+        for t in &self.tasks {
+            t.abort();
+        }
+        self.so_far()
+    }
+}
+
+/// The changes of a complete upgrade to `v`: every control plane, then every kubelet.
+fn masters_then_kubelets(v: &str) -> Vec<String> {
+    MASTERS
+        .iter()
+        .map(|m| format!("control-plane {m} {v}"))
+        .chain(MASTERS.iter().map(|m| format!("kubelet {m} {v}")))
         .collect()
 }
 
@@ -194,15 +315,16 @@ async fn plan_shows_components_kubelets_and_hops() {
 async fn kubeadm_upgrades_three_masters_then_their_kubelets() {
     let h = Harness::start(SCENARIO, &kbg_yaml("kubeadm")).await;
     let client = h.client().await;
+    let changes = Changes::watch(&client).await;
     let run = h.kbg(&["upgrade-control-plane", "v1.34.0"]).await;
     run.expect_code(0);
     assert_upgraded(&client, "v1.34.0").await;
     // Every control plane before any kubelet: a kubelet may not be newer than the
     // oldest API server.
     assert_eq!(
-        upgrade_posts(&h),
-        [MASTERS, MASTERS].concat(),
-        "static pods of each master in turn, then the kubelets"
+        changes.stop_after(6).await,
+        masters_then_kubelets("v1.34.0"),
+        "each master's control plane in turn, then the kubelets"
     );
     // kubeadm's apply recorded the version `upgrade node` followed.
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "kube-system");
@@ -287,10 +409,14 @@ async fn manifests_upgrade_three_masters() {
         "--dry-run wrote: {:?}",
         h.kbg_writes()
     );
+    let changes = Changes::watch(&client).await;
     let run = h.kbg(&["upgrade-control-plane", "v1.34.0"]).await;
     run.expect_code(0);
     assert_upgraded(&client, "v1.34.0").await;
-    assert_eq!(upgrade_posts(&h), [MASTERS, MASTERS].concat());
+    assert_eq!(
+        changes.stop_after(6).await,
+        masters_then_kubelets("v1.34.0")
+    );
     assert_eq!(record(&client).await["state"], "upgrade-complete");
 }
 
@@ -348,9 +474,21 @@ async fn charm_upgrades_three_masters_through_juju() {
         juju.display(),
         data.display()
     ));
+    let changes = Changes::watch(&client).await;
     let run = h.kbg(&["upgrade-control-plane", "v1.34.0"]).await;
     run.expect_code(0);
     assert_upgraded(&client, "v1.34.0").await;
+    // The charm's action moves a master's snaps together: master after master.
+    let seen = changes.stop_after(6).await;
+    let per_master: Vec<String> = seen
+        .iter()
+        .map(|c| c.split(' ').nth(1).unwrap().to_string())
+        .collect();
+    assert_eq!(
+        per_master,
+        [0, 0, 1, 1, 2, 2].map(|i| MASTERS[i].to_string()),
+        "{seen:?}"
+    );
     // What kbg ran, in order: the etcd snapshot, the charm refreshed once to the
     // target's channel with manual upgrades, then each master's `upgrade` action.
     let calls: Vec<String> = std::fs::read_to_string(data.join("fake-juju-calls.jsonl"))
@@ -473,6 +611,14 @@ async fn a_failing_second_master_stops_the_run_and_a_rerun_finishes() {
     assert_eq!(h.kbg_writes().len(), writes);
 
     // Fixed; the third master fails once (transient) and is repeated after the pause.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "kube-system");
+    let first_uid = pods
+        .get("kube-apiserver-control-plane-0")
+        .await
+        .unwrap()
+        .metadata
+        .uid;
+    let changes = Changes::watch(&client).await;
     annotate(&client, "control-plane-1", Value::Null).await;
     annotate(&client, "control-plane-2", json!("1")).await;
     let rerun = h.kbg(&["upgrade-control-plane", "v1.34.0"]).await;
@@ -488,13 +634,19 @@ async fn a_failing_second_master_stops_the_run_and_a_rerun_finishes() {
         rerun.stderr
     );
     assert_upgraded(&client, "v1.34.0").await;
-    // The first master's `kubeadm upgrade apply` ran once: one static-pod upgrade of
-    // control-plane-0, then its kubelet.
-    let posts = upgrade_posts(&h);
+    // The rerun resumed at the second master: the first one's API server was not
+    // restarted, its kubelet waited for the others.
     assert_eq!(
-        posts.iter().filter(|p| *p == "control-plane-0").count(),
-        2,
-        "{posts:?}"
+        changes.stop_after(5).await,
+        masters_then_kubelets("v1.34.0")[1..]
+    );
+    assert_eq!(
+        pods.get("kube-apiserver-control-plane-0")
+            .await
+            .unwrap()
+            .metadata
+            .uid,
+        first_uid
     );
     let rec = record(&client).await;
     assert_eq!(rec["state"], "upgrade-complete");

@@ -215,15 +215,6 @@ fn verb_of(method: &Method, route: &Route, q: &Query) -> String {
     }
 }
 
-/// A request's `User-Agent`, or empty.
-fn user_agent(headers: &HeaderMap) -> String {
-    headers
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string()
-}
-
 /// Handles one request.
 pub(crate) async fn handle(
     shared: Arc<Shared>,
@@ -251,27 +242,6 @@ pub(crate) async fn handle(
             let body = read_body(body).await.unwrap_or_default();
             crate::sim_api::handle(&shared, &parts.method, segs, &body)
         };
-        // The simulator's own reads (stats, audit, time) stay out of the audit log;
-        // what changes the cluster (faults, kubelets, masters) goes in.
-        if parts.method != Method::GET {
-            let entry = AuditEntry {
-                time,
-                wall_ms,
-                latency_us: t0.elapsed().as_micros() as u64,
-                user_agent: user_agent(&parts.headers),
-                verb,
-                path,
-                query,
-                code: reply.code,
-                api_group: String::new(),
-                resource: String::new(),
-                namespace: String::new(),
-                name: String::new(),
-                subresource: String::new(),
-                fault: None,
-            };
-            shared.audit.lock().record(entry, true);
-        }
         return Ok(respond(reply));
     }
     let (resource, api_group, namespace, name, subresource) = match &route {
@@ -290,7 +260,12 @@ pub(crate) async fn handle(
         time,
         wall_ms,
         latency_us: 0,
-        user_agent: user_agent(&parts.headers),
+        user_agent: parts
+            .headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string(),
         verb: verb.clone(),
         path,
         query,

@@ -11,10 +11,6 @@
 //! | `POST /sim/v1/nodes/{name}/start-kubelet` | and starts again |
 //! | `POST /sim/v1/control-plane/{node}/upgrade` `{"version": "v1.34.0", "components": [...]}` | upgrades a master in place: the static pods and kubelet named in `components` (default: all of `etcd`, `kube-apiserver`, `kube-controller-manager`, `kube-scheduler`, `kubelet`); 500 when the node's `sim.kbg.io/fail-upgrade` annotation says so |
 
-//!
-//! The requests that change something (`POST`, `PUT`) are in the audit log like any
-//! other; the simulator's own reads are not.
-
 use std::sync::Arc;
 
 use http::Method;
