@@ -812,3 +812,56 @@ async fn deploy_pool_newer_than_the_oldest_api_server_is_refused() {
             .is_none()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kubelet_that_does_not_come_back_stays_cordoned_and_a_rerun_finishes() {
+    // A kubelet script that installs the package but never restarts the kubelet: the
+    // node keeps reporting the old version until kbg gives up.
+    let yaml = "control_plane:\n  method: kubeadm\n  provider: sim\n  master_timeout: 30s\n  templates: {kubelet: lazy.sh.j2}\n";
+    let h = Harness::start("version: v1.33.1\nkube_proxy: false\n", yaml).await;
+    std::fs::write(
+        h.path().join("lazy.sh.j2"),
+        "#!/bin/sh\napt-get install -y \"kubelet={{ semver }}-*\"\n",
+    )
+    .unwrap();
+    let client = h.client().await;
+    let run = h.kbg(&["upgrade-control-plane", "v1.34.0"]).await;
+    run.expect_code(1);
+    let err = run.error_lines().join("\n");
+    assert!(
+        err.contains("the kubelet of master control-plane-0 (left cordoned by kbg)"),
+        "{err}"
+    );
+    assert!(err.contains("timed out after 30s (cluster time)"), "{err}");
+    let rec = record(&client).await;
+    assert_eq!(rec["state"], "upgrading-kubelets-failed");
+    assert_eq!(rec["masters"][0]["status"], "upgrading-kubelet-failed");
+    let node = Api::<Node>::all(client.clone())
+        .get("control-plane-0")
+        .await
+        .unwrap();
+    assert_eq!(node.spec.unwrap().unschedulable, Some(true));
+    let note = &node.metadata.annotations.unwrap()["kbg.io/cordoned"];
+    assert!(
+        note.contains("\"operation\":\"upgrade-control-plane\""),
+        "{note}"
+    );
+    let status = h.kbg(&["status"]).await;
+    assert!(
+        status.stdout.contains("yes (kbg upgrade-control-plane)"),
+        "{}",
+        status.stdout
+    );
+
+    // The shipped script restarts the kubelet: the rerun finishes and uncordons.
+    h.write_config("control_plane: {method: kubeadm, provider: sim}\n");
+    let rerun = h.kbg(&["upgrade-control-plane", "v1.34.0"]).await;
+    rerun.expect_code(0);
+    assert_eq!(master(&client, "control-plane-0").await, all("v1.34.0"));
+    let node = Api::<Node>::all(client.clone())
+        .get("control-plane-0")
+        .await
+        .unwrap();
+    assert_ne!(node.spec.unwrap().unschedulable, Some(true));
+    assert_eq!(record(&client).await["state"], "upgrade-complete");
+}

@@ -538,7 +538,7 @@ pub async fn execute(
         }
         return Ok(report);
     }
-    if cp_left.is_empty() && !kubelets_left {
+    if cp_left.is_empty() && !kubelets_left && resuming.is_none() {
         report.state = Some(UpgradeState::at(Stage::Complete).to_string());
         ctx.ui.step(format_args!(
             "every master and its kubelet run {target}: nothing to do"
@@ -820,7 +820,9 @@ async fn steps(
     }
 
     // The kubelets, once every API server runs the target.
-    r.rec.op.go(Phase::UpgradingKubelets);
+    if r.rec.op.phase != Phase::UpgradingKubelets {
+        r.rec.op.go(Phase::UpgradingKubelets);
+    }
     r.stage(Stage::UpgradingKubelets).await?;
     let all_at_target = vec![target.clone()];
     for m in masters {
@@ -840,6 +842,19 @@ async fn steps(
             continue;
         }
         if m.kubelet_at(target) {
+            // A run stopped between the kubelet and the uncordon leaves kbg's cordon:
+            // lift it (a person's own cordon stays).
+            if let Err(e) =
+                cordon::uncordon_if_ours(&ctx.client, node, CONTROL_PLANE_KEY, ctx.clock).await
+            {
+                return Err(r
+                    .fail(
+                        Some((node, HostStatus::UpgradingKubeletFailed)),
+                        &format!("uncordoning master {node}"),
+                        &crate::client::describe(&e),
+                    )
+                    .await);
+            }
             r.host(node, HostStatus::Upgraded, None).await?;
             continue;
         }
