@@ -1059,7 +1059,12 @@ impl Walker {
         }
         if let Some(x) = m.get("templates") {
             let tp = join(path, "templates");
-            if let Some(t) = self.mapping(x, &tp, Some(CP_TEMPLATE_STEPS)) {
+            if c.method == Some(CpMethod::Charm) {
+                self.issue(
+                    &tp,
+                    "the charm method runs the charm's actions, no scripts; remove templates or choose method: kubeadm or manifests",
+                );
+            } else if let Some(t) = self.mapping(x, &tp, Some(CP_TEMPLATE_STEPS)) {
                 for (k, v) in t {
                     if let Some(s) = self.string(v, &join(&tp, k)) {
                         c.templates.insert(k.clone(), PathBuf::from(s));
@@ -1595,6 +1600,11 @@ control_plane:
                 "control_plane: {methd: kubeadm}",
                 "control_plane.methd",
                 "did you mean method?",
+            ),
+            (
+                "control_plane: {method: charm, templates: {kubelet: k.j2}}",
+                "control_plane.templates",
+                "runs the charm's actions",
             ),
         ] {
             let issues = Config::parse(file).expect_err(file);
