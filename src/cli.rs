@@ -93,6 +93,8 @@ pub enum Command {
     Status(StatusArgs),
     /// Run deploy-pool, migrate and teardown on an embedded simulated cluster
     Demo(DemoArgs),
+    /// Print the RBAC manifest kbg needs (ServiceAccount, roles, bindings) for kubectl apply
+    Rbac(RbacArgs),
     /// The simulated cluster
     #[command(subcommand)]
     Sim(SimCommand),
@@ -243,6 +245,19 @@ pub struct StatusArgs {
     /// Only this pool
     #[arg(long, value_name = "NAME")]
     pub pool: Option<String>,
+}
+
+/// `kbg rbac`.
+#[derive(Debug, Args, Clone)]
+pub struct RbacArgs {
+    /// Namespace of the ServiceAccount kbg runs as
+    #[arg(long, default_value = "kube-system", value_name = "NAMESPACE")]
+    pub namespace: String,
+
+    /// Name of the ServiceAccount, ClusterRole and ClusterRoleBinding (the Role and
+    /// RoleBinding are NAME-state)
+    #[arg(long, default_value = "kbg", value_name = "NAME")]
+    pub service_account: String,
 }
 
 /// `kbg demo`.

@@ -5,6 +5,7 @@
 pub mod demo;
 pub mod deploy_pool;
 pub mod migrate;
+pub mod rbac;
 pub mod rollback;
 pub mod status;
 pub mod teardown;
@@ -178,6 +179,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Rollback(ref args) => rollback::run(resolve()?, args.clone(), ui).await,
         Command::Status(ref args) => status::run(resolve()?, args.clone(), ui).await,
         Command::Demo(ref args) => demo::run(&cli.global, args.clone(), ui).await,
+        Command::Rbac(ref args) => rbac::run(&resolve()?, args),
         Command::Sim(crate::cli::SimCommand::Serve(ref args)) => kbg_sim::serve(args.clone())
             .await
             .map(|()| ExitCode::SUCCESS)

@@ -269,8 +269,9 @@ pub fn render_str(
 ///
 /// The manifest holds a ServiceAccount, a ClusterRole and ClusterRoleBinding with the
 /// cluster-wide permissions kbg needs (nodes, pods, `pods/eviction`, PDBs, workload
-/// controllers, Events), and a Role and RoleBinding for its state ConfigMap and Leases in
-/// the state namespace only.
+/// controllers, events.k8s.io Events), and a Role and RoleBinding for its state ConfigMap
+/// and Leases in the state namespace only; each verb is one kbg uses (`tests/e2e_rbac.rs`
+/// in the kbg package checks the rules against the requests of a whole blue/green).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct RbacContext {
     /// Name of the ServiceAccount, ClusterRole and ClusterRoleBinding; the Role and
@@ -708,44 +709,36 @@ esac
         let k = |kind: &str, ns: &str, group: &str, resource: &str| {
             (kind.into(), ns.into(), group.into(), resource.into())
         };
-        let read = ["get", "list", "watch"];
-        let state = ["get", "list", "watch", "create", "update", "patch"];
+        let list_watch = ["list", "watch"];
         let expected = BTreeMap::from([
             (
                 k("ClusterRole", "", "", "nodes"),
-                v(&["get", "list", "watch", "patch", "update", "delete"]),
+                v(&["get", "list", "watch", "patch", "delete"]),
             ),
-            (k("ClusterRole", "", "", "pods"), v(&read)),
+            (k("ClusterRole", "", "", "pods"), v(&list_watch)),
             (k("ClusterRole", "", "", "pods/eviction"), v(&["create"])),
             (
                 k("ClusterRole", "", "policy", "poddisruptionbudgets"),
-                v(&read),
+                v(&list_watch),
             ),
-            (
-                k("ClusterRole", "", "apps", "deployments"),
-                v(&["get", "list"]),
-            ),
+            (k("ClusterRole", "", "apps", "deployments"), v(&list_watch)),
+            (k("ClusterRole", "", "apps", "statefulsets"), v(&list_watch)),
             (
                 k("ClusterRole", "", "apps", "replicasets"),
-                v(&["get", "list"]),
+                v(&["get", "list", "watch"]),
             ),
-            (
-                k("ClusterRole", "", "apps", "statefulsets"),
-                v(&["get", "list"]),
-            ),
-            (
-                k("ClusterRole", "", "apps", "daemonsets"),
-                v(&["get", "list"]),
-            ),
-            (k("ClusterRole", "", "", "events"), v(&["create", "patch"])),
+            (k("ClusterRole", "", "apps", "daemonsets"), v(&["list"])),
             (
                 k("ClusterRole", "", "events.k8s.io", "events"),
                 v(&["create", "patch"]),
             ),
-            (k("Role", "kbg-system", "", "configmaps"), v(&state)),
+            (
+                k("Role", "kbg-system", "", "configmaps"),
+                v(&["get", "create", "update"]),
+            ),
             (
                 k("Role", "kbg-system", "coordination.k8s.io", "leases"),
-                v(&state),
+                v(&["get", "list", "create", "update"]),
             ),
         ]);
         assert_eq!(rules, expected);
