@@ -14,7 +14,7 @@
 //! | `deprovision`   | `remove-unit <units…> --no-prompt`, or `remove-application <pool>      |
 //! |                 | --no-prompt` when every unit goes; then `status` until they are gone   |
 //! | `run_command`   | `exec --unit <unit> --timeout Ns -- <script>`                          |
-//! | [`JujuProvider::pause`] | `run <units…> pause delete-local-data=… force=…`               |
+//! | `hand_over`, [`JujuProvider::pause`] | `run <units…> pause delete-local-data=… force=…` (when `use_charm_pause`) |
 //! | [`JujuProvider::refresh_application`] | `refresh <application> --channel …` (masters)    |
 //!
 //! **Machines and units.** Juju names units itself (`beta/3`) and never reuses a number,
