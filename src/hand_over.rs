@@ -253,3 +253,47 @@ impl PdbWatch {
         self.margins.lock().expect("PDB margins").clone()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::policy::v1::PodDisruptionBudgetStatus;
+
+    fn pdb(name: &str, current: i32, desired: i32) -> PodDisruptionBudget {
+        PodDisruptionBudget {
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("default".into()),
+                ..Default::default()
+            },
+            status: Some(PodDisruptionBudgetStatus {
+                current_healthy: current,
+                desired_healthy: desired,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn margins_count_from_the_first_satisfied_status_and_keep_the_lowest() {
+        let m: Margins = Arc::default();
+        // Not yet satisfied (pods still starting): not a violation, not counted.
+        record(&m, &pdb("web", 1, 3));
+        assert!(m.lock().unwrap().is_empty());
+        record(&m, &pdb("web", 4, 3));
+        record(&m, &pdb("web", 3, 3));
+        record(&m, &pdb("web", 4, 3));
+        record(&m, &pdb("db", 2, 1));
+        assert_eq!(
+            *m.lock().unwrap(),
+            BTreeMap::from([
+                ("default/db".to_string(), 1),
+                ("default/web".to_string(), 0)
+            ])
+        );
+        // Once satisfied, going below counts.
+        record(&m, &pdb("web", 2, 3));
+        assert_eq!(m.lock().unwrap()["default/web"], -1);
+    }
+}

@@ -182,6 +182,17 @@ fn public_url(path: &str) -> bool {
 async fn every_request_kbg_makes_is_allowed_by_its_rbac_manifest_and_nothing_more_is_granted() {
     let h = Harness::start(SCENARIO, KBG_YAML).await;
 
+    // A name Kubernetes would refuse: exit 2, one line naming the flag.
+    let bad = h.kbg(&["rbac", "--namespace", "Ops"]).await;
+    bad.expect_code(2);
+    assert_eq!(bad.error_lines().len(), 1, "{}", bad.stderr);
+    assert!(
+        bad.error_lines()[0].starts_with("error: --namespace: "),
+        "{}",
+        bad.stderr
+    );
+    assert!(bad.stdout.is_empty());
+
     let rbac = [
         "rbac",
         "--namespace",
