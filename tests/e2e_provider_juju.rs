@@ -294,3 +294,28 @@ async fn a_failed_charm_drain_stops_the_migration_with_its_words_and_a_rerun_fin
     h.kbg(&["teardown", "alpha"]).await.expect_code(0);
     support::assert_moved(&h, &client, "alpha", "beta", &margins).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_juju_block_on_the_source_is_exit_2_before_anything_is_written() {
+    let h = Harness::start("", "").await;
+    let dir = model(&h, json!({}));
+    h.write_config(&format!(
+        "pools:\n{}{}",
+        pool("alpha", "v1.32.4", 2, &dir, "") + "      use_charm_pause: sometimes\n",
+        pool("beta", "v1.33.1", 2, &dir, ""),
+    ));
+    let run = h.kbg(&["migrate", "alpha", "beta"]).await;
+    run.expect_code(2);
+    let errors = run.error_lines();
+    assert_eq!(errors.len(), 1, "{}", run.stderr);
+    assert!(
+        errors[0].contains("pools.alpha.juju.use_charm_pause"),
+        "{errors:?}"
+    );
+    assert!(h.kbg_writes().is_empty(), "{:?}", h.kbg_writes());
+    assert!(
+        changes(&dir).is_empty(),
+        "juju was not run: {:?}",
+        changes(&dir)
+    );
+}

@@ -255,6 +255,8 @@ pub async fn execute(
     drain: &DrainSettings,
 ) -> Result<MigrateReport> {
     let key = op_key("migrate", &[&from.name, &to.name]);
+    // A bad provider block of a pool that hands over is exit 2 before anything is written.
+    HandOver::for_pool(ctx, from, drain).await?;
     // Refuse before taking the Leases, so a refusal writes nothing at all; preflight runs
     // again under them.
     let p = plan(ctx, from, to, drain).await?;
