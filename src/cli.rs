@@ -98,6 +98,8 @@ pub enum Command {
     UpgradeControlPlane(UpgradeControlPlaneArgs),
     /// Run deploy-pool, migrate and teardown on an embedded simulated cluster
     Demo(DemoArgs),
+    /// Print the RBAC manifest kbg needs (ServiceAccount, roles, bindings) for kubectl apply
+    Rbac(RbacArgs),
     /// The simulated cluster
     #[command(subcommand)]
     Sim(SimCommand),
@@ -287,6 +289,19 @@ pub struct UpgradeControlPlaneArgs {
     /// Bare metal: accept hosts missing from known_hosts (a changed key is still refused)
     #[arg(long)]
     pub insecure_accept_host_keys: bool,
+}
+
+/// `kbg rbac`.
+#[derive(Debug, Args, Clone)]
+pub struct RbacArgs {
+    /// Namespace of the ServiceAccount kbg runs as
+    #[arg(long, default_value = "kube-system", value_name = "NAMESPACE")]
+    pub namespace: String,
+
+    /// Name of the ServiceAccount, ClusterRole and ClusterRoleBinding (the Role and
+    /// RoleBinding are NAME-state)
+    #[arg(long, default_value = "kbg", value_name = "NAME")]
+    pub service_account: String,
 }
 
 /// `kbg demo`.

@@ -18,6 +18,7 @@ pub mod drain;
 pub mod duration;
 pub mod error;
 pub mod events;
+pub mod hand_over;
 pub mod lock;
 pub mod plan;
 pub mod pool;

@@ -6,6 +6,7 @@ pub mod demo;
 pub mod deploy_pool;
 pub mod migrate;
 pub mod plan;
+pub mod rbac;
 pub mod rollback;
 pub mod status;
 pub mod teardown;
@@ -184,6 +185,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             upgrade_control_plane::run(resolve()?, args.clone(), ui).await
         }
         Command::Demo(ref args) => demo::run(&cli.global, args.clone(), ui).await,
+        Command::Rbac(ref args) => rbac::run(&resolve()?, args),
         Command::Sim(crate::cli::SimCommand::Serve(ref args)) => kbg_sim::serve(args.clone())
             .await
             .map(|()| ExitCode::SUCCESS)
