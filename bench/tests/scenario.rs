@@ -1,9 +1,9 @@
-//! The migration benchmark's scenario generator and lower bound (`benches/migrate/`),
+//! The migration benchmark's scenario generator and lower bound (`bench/src/`),
 //! checked without starting a cluster: the counts the issue asks for, a mix with every
 //! kind of workload and PDB, determinism, and the lower-bound arithmetic.
 
 #[allow(dead_code)]
-#[path = "../benches/migrate/scenario.rs"]
+#[path = "../src/scenario.rs"]
 mod scenario;
 
 use kbg_sim::{Budget, Scenario, Workload, WorkloadKind};

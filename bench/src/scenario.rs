@@ -1,7 +1,7 @@
 //! The benchmark's clusters: a seeded generator of realistic workload mixes, and the PDB
 //! lower bound of migrating them.
 //!
-//! Shared with `tests/bench_scenario.rs` (through `#[path]`), which checks the counts and
+//! Shared with `bench/tests/scenario.rs` (through `#[path]`), which checks the counts and
 //! the arithmetic without starting a cluster.
 
 use std::collections::BTreeMap;
