@@ -94,6 +94,14 @@ struct Opts {
     /// Where the JSON goes [default: target/bench/migrate.json]
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Add this invocation's rows to those already in the JSON (a run of the same size
+    /// and tool replaces the old one), and print the table and targets of them all:
+    /// sizes run with different settings end up in one table
+    #[arg(long)]
+    append: bool,
+    /// Run nothing: print the table and targets of the JSON again (after `--append` runs)
+    #[arg(long)]
+    report_only: bool,
     /// Keep each run's directory (scenario, audit log, outputs) under target/bench/runs
     #[arg(long)]
     keep: bool,
@@ -107,6 +115,11 @@ fn main() -> ExitCode {
     if opts.quick {
         opts.sizes = vec![10];
         opts.no_kubectl = true;
+    }
+    if opts.report_only {
+        opts.sizes.clear();
+        opts.no_kubectl = true;
+        opts.append = true;
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -206,7 +219,7 @@ fn wrap(spec: &Path) -> ExitCode {
 // The runs.
 
 /// The tools compared.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 enum Tool {
     /// `kbg migrate alpha beta --batch-size 100%`.
@@ -236,7 +249,7 @@ impl Tool {
 }
 
 /// One run's figures: a row of the table.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Row {
     nodes: usize,
     pods: usize,
@@ -253,7 +266,8 @@ struct Row {
     tool_exit_s: f64,
     /// The scenario's lower bound, cluster seconds.
     lower_bound_s: f64,
-    /// duration / lower bound.
+    /// duration / lower bound (of the part drained, when `extrapolated_s` is set; the
+    /// table shows the extrapolated duration's).
     ratio: f64,
     /// PDB violations in the simulated cluster's books.
     pdb_violations: u64,
@@ -905,7 +919,10 @@ fn table(rows: &[Row]) -> String {
                 None => format!("{:.0}", r.duration_s),
             },
             format!("{:.0}", r.lower_bound_s),
-            format!("{:.2}", r.ratio),
+            format!(
+                "{:.2}",
+                r.extrapolated_s.unwrap_or(r.duration_s) / r.lower_bound_s
+            ),
             r.pdb_violations.to_string(),
             r.evicted.to_string(),
             format!("{:.2}", r.requests_per_evicted),
@@ -999,9 +1016,49 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
             }
         }
     }
+    let out = opts
+        .out
+        .clone()
+        .unwrap_or_else(|| dirs.root.join("migrate.json"));
+    let mut commands = if opts.report_only {
+        Vec::new()
+    } else {
+        vec![std::env::args().collect::<Vec<_>>()]
+    };
+    let mut kubectl_version = json!(kubectl_version);
+    if opts.append
+        && let Ok(old) = std::fs::read(&out)
+    {
+        let old: serde_json::Value = serde_json::from_slice(&old)?;
+        let old_rows: Vec<Row> = serde_json::from_value(old["rows"].clone())?;
+        for r in old_rows {
+            if !rows.iter().any(|n| n.nodes == r.nodes && n.tool == r.tool) {
+                rows.push(r);
+            }
+        }
+        rows.sort_by_key(|r| (r.nodes, r.tool));
+        if kubectl_version.is_null() {
+            kubectl_version = old["kubectl"].clone();
+        }
+        if let Some(m) = old["lower_bounds"].as_object() {
+            for (k, v) in m {
+                bounds.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+        }
+        let old_commands = match &old["commands"] {
+            serde_json::Value::Array(c) => c.clone(),
+            _ => vec![old["command"].clone()],
+        };
+        let mut all: Vec<Vec<String>> = old_commands
+            .into_iter()
+            .filter_map(|c| serde_json::from_value(c).ok())
+            .collect();
+        all.append(&mut commands);
+        commands = all;
+    }
     let targets = targets(&rows);
     let doc = json!({
-        "command": std::env::args().collect::<Vec<_>>(),
+        "commands": commands,
         "seed": opts.seed,
         "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         "kubectl": kubectl_version,
@@ -1009,10 +1066,6 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
         "targets": targets,
         "lower_bounds": bounds,
     });
-    let out = opts
-        .out
-        .clone()
-        .unwrap_or_else(|| dirs.root.join("migrate.json"));
     std::fs::write(&out, serde_json::to_vec_pretty(&doc)?)?;
     println!("{}", table(&rows));
     for t in &targets {
