@@ -44,7 +44,6 @@ mod classify;
 mod evict;
 mod node;
 pub(crate) mod pdb;
-mod selector;
 
 use std::fmt;
 use std::time::Duration;
@@ -58,7 +57,6 @@ pub use classify::{
 pub(crate) use classify::{Classifier, is_finished, is_ready};
 
 pub use evict::{DISRUPTION_BUDGET_CAUSE, NAMESPACE_TERMINATING_CAUSE};
-pub use selector::{SelectorError, parse_selector};
 
 use crate::clock::Clock;
 
@@ -83,8 +81,9 @@ pub struct DrainOptions {
     /// kubectl `--grace-period` in seconds: overrides each pod's
     /// `terminationGracePeriodSeconds`; `None` or negative = the pod's own (kubectl's -1).
     pub grace_period: Option<i64>,
-    /// kubectl `--pod-selector`: only pods whose labels match are drained (set-based
-    /// syntax, e.g. `app=web,tier notin (db)`). Default none: every pod.
+    /// kubectl `--pod-selector`: only pods whose labels match are drained, in `kubectl -l`
+    /// syntax (e.g. `app=web,tier notin (db)`), parsed by kbg's one selector parser
+    /// ([`crate::selector::Selector`]). Default none, or blank: every pod.
     pub pod_selector: Option<String>,
     /// Cluster time a pod refused by a PDB waits before trying again when kbg cannot see
     /// that PDB's status on its watch. Default [`EVICTION_RETRY_INTERVAL`] (kubectl's 5 s).
@@ -125,8 +124,10 @@ impl DrainOptions {
     /// [`DrainError::InvalidPodSelector`] or [`DrainError::InvalidOption`], each naming the
     /// flag.
     pub fn validate(&self) -> Result<(), DrainError> {
-        if let Some(selector) = &self.pod_selector {
-            parse_selector(selector).map_err(DrainError::InvalidPodSelector)?;
+        if let Some(selector) = self.pod_selector.as_deref()
+            && !selector.trim().is_empty()
+        {
+            crate::selector::Selector::parse(selector).map_err(DrainError::InvalidPodSelector)?;
         }
         if self.max_concurrent_evictions == 0 {
             return Err(DrainError::InvalidOption {
@@ -367,9 +368,10 @@ impl DrainReport {
 /// Why a drain did not finish.
 #[derive(Debug, thiserror::Error)]
 pub enum DrainError {
-    /// `pod_selector` does not parse; nothing was touched.
+    /// `pod_selector` does not parse ([`crate::selector::Selector::parse`]'s one-line
+    /// reason); nothing was touched.
     #[error("--pod-selector: {0}")]
-    InvalidPodSelector(#[source] SelectorError),
+    InvalidPodSelector(String),
     /// Another option is out of range; nothing was touched.
     #[error("{flag}: {message}")]
     InvalidOption {
@@ -595,6 +597,27 @@ mod tests {
             e.to_string().starts_with("--max-concurrent-evictions: "),
             "{e}"
         );
+    }
+
+    /// The drain takes every selector kbg's command line takes (one parser,
+    /// [`crate::selector::Selector`]): `--pod-selector 'gen>2'` passes the CLI, so it
+    /// must pass here too.
+    #[test]
+    fn validate_accepts_what_the_command_line_accepts() {
+        for text in [
+            "gen>2",
+            "gen < 3",
+            "app=web,gen>1",
+            "!gen",
+            "tier notin (db)",
+        ] {
+            crate::selector::Selector::parse(text).unwrap();
+            let o = DrainOptions {
+                pod_selector: Some(text.into()),
+                ..Default::default()
+            };
+            assert!(o.validate().is_ok(), "{text}: {:?}", o.validate());
+        }
     }
 
     fn problem(name: &str, reason: NotMovedReason) -> PodProblem {
