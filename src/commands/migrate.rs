@@ -4,7 +4,7 @@
 //!    when there is no `kbg.yaml`), the drain flags are valid.
 //! 2. Preflight (reads only): both pools have nodes, neither holds a control-plane node,
 //!    the target's kubelets hold against the API server's version, and the drain engine's
-//!    assessment ([`crate::preflight::assess`]): target nodes Ready and schedulable with room for
+//!    preflight ([`crate::preflight::preflight`]): target nodes Ready and schedulable with room for
 //!    what must move, no PDB that can never allow a disruption, unreplicated and emptyDir
 //!    pods named. Any blocker the flags do not allow: refuse with the full list, nothing
 //!    changed. `--dry-run` stops here and prints the plan.
@@ -28,10 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use indicatif::ProgressBar;
-use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::Node;
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::{Api, ListParams};
 use serde::Serialize;
 
 use super::Ctx;
@@ -39,14 +36,13 @@ use crate::cli::MigrateArgs;
 use crate::config::{Config, PoolConfig};
 use crate::cordon::{self, Cordoned};
 use crate::drain::{
-    DrainError, DrainObserver, DrainOptions, DrainReport, NodeDrainReport, NodeOutcome, Owners,
+    DrainError, DrainObserver, DrainOptions, DrainReport, NodeDrainReport, NodeOutcome,
     PodDisposition, PodRef, drain_nodes,
 };
 use crate::error::{Error, Result};
 use crate::plan::plan_batches;
 use crate::pool;
-use crate::preflight::{Allowances, Blocker, PreflightReport, SourcePod, TargetInput, assess};
-use crate::retry::retry;
+use crate::preflight::{Allowances, Blocker, PreflightReport, preflight};
 use crate::selector::validate_dns_label;
 use crate::settings::{DrainSettings, Settings, resolve_drain};
 use crate::skew;
@@ -324,54 +320,6 @@ fn skew_problems(target: &[Node], api: &KubeVersion) -> Vec<String> {
         .collect()
 }
 
-/// The drain engine's preflight ([`crate::preflight::assess`]) over reads that each go
-/// through kbg's one retry layer: the engine's own `preflight` sends its reads bare, and
-/// retrying the whole of it as one unit rarely gets through an API server that fails a
-/// share of requests.
-async fn preflight(
-    ctx: &Ctx,
-    source: &[Node],
-    target: &[Node],
-    opts: &DrainOptions,
-) -> std::result::Result<PreflightReport, kube::Error> {
-    let lp = ListParams::default();
-    let daemonsets: Api<DaemonSet> = Api::all(ctx.client.clone());
-    let owners = Owners::with_daemonsets(
-        retry(ctx.clock, "list daemonsets", || {
-            daemonsets.list_metadata(&lp)
-        })
-        .await?
-        .items
-        .into_iter()
-        .map(|d| {
-            (
-                d.metadata.namespace.unwrap_or_default(),
-                d.metadata.name.unwrap_or_default(),
-            )
-        }),
-    );
-    let pdbs: Api<PodDisruptionBudget> = Api::all(ctx.client.clone());
-    let pdbs = retry(ctx.clock, "list pdbs", || pdbs.list(&lp))
-        .await?
-        .items;
-    let mut sources = Vec::new();
-    for n in source {
-        let name = pool::name(n).to_string();
-        let pods = pool::pods_on(&ctx.client, &name, ctx.clock).await?;
-        let plans = pods
-            .iter()
-            .map(|p| SourcePod::of(p, opts, &owners))
-            .collect();
-        sources.push((name, plans));
-    }
-    let mut targets = Vec::new();
-    for n in target {
-        let pods = pool::pods_on(&ctx.client, pool::name(n), ctx.clock).await?;
-        targets.push(TargetInput::of(n, &pods));
-    }
-    Ok(assess(sources, &targets, &pdbs))
-}
-
 struct Planned {
     source: Vec<Node>,
     batches: Vec<Vec<String>>,
@@ -395,7 +343,7 @@ async fn plan(
     let (source, target) = pools(ctx, from, to).await?;
     let api = ctx.api_server_version().await?;
     let opts = drain_options(drain, ctx.clock);
-    let report = preflight(ctx, &source, &target, &opts)
+    let report = preflight(&ctx.client, &source, &target, &opts)
         .await
         .map_err(|e| Error::kube(format!("preflight of {} -> {}", from.name, to.name), e))?;
     let blockers = report.blockers(&Allowances::from(&opts));
