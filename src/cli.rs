@@ -56,6 +56,16 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = "KBG_CLOCK_SPEED", value_name = "X")]
     pub clock_speed: Option<f64>,
 
+    /// How long the API server may take to answer each request (wall time; 0: no
+    /// limit), kube-apiserver's own limit by default [default: 60s]
+    #[arg(
+        long,
+        global = true,
+        env = "KBG_REQUEST_TIMEOUT",
+        value_parser = duration,
+        value_name = "DURATION"
+    )]
+    pub request_timeout: Option<Duration>,
     /// Output format of the result on stdout
     #[arg(short, long, global = true, value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,

@@ -404,7 +404,15 @@ pub async fn acquire(
     })
 }
 
-async fn renew_one(inner: &Inner, h: &Held, clock: Clock) -> Result<(), Option<String>> {
+/// Why a renewal did not go through.
+enum RenewError {
+    /// The Lease is no longer ours: stop.
+    Lost(String),
+    /// This attempt failed (the API server's words); the next may work.
+    Failed(String),
+}
+
+async fn renew_one(inner: &Inner, h: &Held, clock: Clock) -> Result<(), RenewError> {
     let pp = PostParams::default();
     let mut lease = h.lease.lock().await;
     let mut next = lease.clone();
@@ -425,21 +433,21 @@ async fn renew_one(inner: &Inner, h: &Held, clock: Clock) -> Result<(), Option<S
             match retry(clock, "get lease", || inner.api.get(&h.name)).await {
                 Ok(current) if is_mine(&current, &inner.me) => {
                     *lease = current;
-                    Err(None)
+                    Err(RenewError::Failed("a conflicting write of its own".into()))
                 }
-                Ok(current) => Err(Some(format!(
+                Ok(current) => Err(RenewError::Lost(format!(
                     "it is now held by {}",
                     LeaseView::of(&current)
                         .holder
                         .unwrap_or_else(|| "nobody".into())
                 ))),
-                Err(_) => Err(None),
+                Err(e) => Err(RenewError::Failed(describe(&e))),
             }
         }
-        Err(e) if is_not_found(&e) => Err(Some("its Lease was deleted".into())),
+        Err(e) if is_not_found(&e) => Err(RenewError::Lost("its Lease was deleted".into())),
         Err(e) => {
             tracing::debug!(pool = %h.pool, error = %describe(&e), "lease renewal failed");
-            Err(None)
+            Err(RenewError::Failed(describe(&e)))
         }
     }
 }
@@ -457,24 +465,24 @@ async fn renew_loop(inner: Arc<Inner>, tx: watch::Sender<Option<LockError>>, clo
             }
             match renew_one(&inner, h, clock).await {
                 Ok(()) => last_ok[i] = tokio::time::Instant::now(),
-                Err(Some(why)) => {
+                Err(RenewError::Lost(why)) => {
                     let _ = tx.send(Some(LockError::Lost {
                         pool: h.pool.clone(),
                         why,
                     }));
                     return;
                 }
-                Err(None) if last_ok[i].elapsed() >= inner.duration => {
+                Err(RenewError::Failed(last)) if last_ok[i].elapsed() >= inner.duration => {
                     let _ = tx.send(Some(LockError::Lost {
                         pool: h.pool.clone(),
                         why: format!(
-                            "its Lease could not be renewed for {}s",
+                            "its Lease could not be renewed for {}s (last attempt: {last})",
                             inner.duration.as_secs()
                         ),
                     }));
                     return;
                 }
-                Err(None) => {}
+                Err(RenewError::Failed(_)) => {}
             }
         }
     }
