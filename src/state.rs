@@ -469,8 +469,9 @@ pub struct MigrateRecord {
     pub cordoned: BTreeMap<String, bool>,
     /// Source nodes fully drained so far, in order.
     pub drained: Vec<String>,
-    /// Pods evicted, over every run of this migration, as recorded after each batch (a
-    /// run killed mid-batch does not get to add its partial count).
+    /// Pods evicted, over every run of this migration: written whole after each batch,
+    /// and kept up while a batch drains (at most once a second), so a run killed
+    /// mid-batch loses only the evictions of its last second.
     pub pods_evicted: u64,
     /// PDB refusals (429) retried, over every run.
     pub pdb_retries: u64,

@@ -412,14 +412,54 @@ struct Observer<'a> {
     ctx: &'a Ctx,
     command: String,
     bar: ProgressBar,
+    /// Pods evicted by this run so far.
     evicted: AtomicU64,
+    /// Told at each eviction, for [`record_evictions`].
+    evicted_changed: tokio::sync::Notify,
     pdb_waits: AtomicU64,
     drained: Mutex<Vec<String>>,
+}
+
+/// The shortest time between two writes of the running eviction count (wall time): a
+/// run killed mid-batch loses at most the evictions of this last moment from the
+/// migration's total, and a large drain writes the state at most this often.
+const EVICTION_COUNT_PERIOD: Duration = Duration::from_secs(1);
+
+/// Keep `pods_evicted` of the migration's record (`key`) at `before` + this run's
+/// evictions while a batch drains, so a kill mid-batch does not lose its count (the
+/// record is written whole after each batch). Runs until dropped; a failed write is
+/// tried again at the next eviction.
+async fn record_evictions(ctx: &Ctx, key: &str, observer: &Observer<'_>, before: u64) {
+    let mut written = observer.evicted.load(Ordering::Relaxed);
+    loop {
+        observer.evicted_changed.notified().await;
+        let now = observer.evicted.load(Ordering::Relaxed);
+        if now == written {
+            continue;
+        }
+        let total = before + now;
+        let saved = ctx
+            .state
+            .update(key, |cur: Option<MigrateRecord>| {
+                let next = cur.map(|mut r| {
+                    r.pods_evicted = r.pods_evicted.max(total);
+                    r
+                });
+                (next, ())
+            })
+            .await;
+        match saved {
+            Ok(()) => written = now,
+            Err(e) => tracing::debug!(error = %e, "could not record the eviction count yet"),
+        }
+        tokio::time::sleep(EVICTION_COUNT_PERIOD).await;
+    }
 }
 
 impl DrainObserver for Observer<'_> {
     fn pod_evicted(&self, node: &str, pod: &PodRef) {
         self.evicted.fetch_add(1, Ordering::Relaxed);
+        self.evicted_changed.notify_one();
         tracing::debug!(%node, %pod, "evicted");
     }
 
@@ -581,6 +621,7 @@ async fn migrate_inner(
         command: ctx.command().to_string(),
         bar: ctx.ui.bar(total, "evicted"),
         evicted: AtomicU64::new(0),
+        evicted_changed: tokio::sync::Notify::new(),
         pdb_waits: AtomicU64::new(0),
         drained: Mutex::new(Vec::new()),
     };
@@ -599,6 +640,7 @@ async fn migrate_inner(
         cluster_seconds: 0.0,
         drains: Vec::new(),
     };
+    let evicted_before = record.pods_evicted;
     let last = p.batches.len().saturating_sub(1);
     for (i, batch) in p.batches.iter().enumerate() {
         let todo: Vec<String> = batch
@@ -639,7 +681,12 @@ async fn migrate_inner(
             BTreeSet::new()
         };
 
-        let result = drain_nodes(&ctx.client, &todo, &opts, &observer).await;
+        let result = tokio::select! {
+            r = drain_nodes(&ctx.client, &todo, &opts, &observer) => r,
+            () = record_evictions(ctx, key, &observer, evicted_before) => {
+                unreachable!("recording the eviction count runs until dropped")
+            }
+        };
         let (drained, failure) = match result {
             Ok(r) => (r, None),
             Err(e @ DrainError::NotDrained { .. }) => {
