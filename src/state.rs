@@ -478,6 +478,11 @@ pub struct MigrateRecord {
     /// When the final soak started (wall clock), once it has.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub final_soak_started_at: Option<Timestamp>,
+    /// The workloads of the batch being drained (`Deployment default/web`), written
+    /// before its drain and cleared once they are Ready again: a rerun after a kill in
+    /// between waits for them before it goes on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waiting_ready: Vec<String>,
 }
 
 impl MigrateRecord {
@@ -496,6 +501,7 @@ impl MigrateRecord {
                 pods_evicted: 0,
                 pdb_retries: 0,
                 final_soak_started_at: None,
+                waiting_ready: Vec::new(),
             },
         }
     }

@@ -67,3 +67,40 @@ async fn a_batch_killed_midway_keeps_its_count_of_evictions() {
     );
     assert_eq!(total + lost, evicted);
 }
+
+/// The record of the migration, if there is one.
+async fn record(h: &Harness, key: &str) -> Option<serde_json::Value> {
+    let state: Api<ConfigMap> = Api::namespaced(h.client().await, "kube-system");
+    let cm = state.get_opt("kbg-state").await.ok()??;
+    let raw = cm.data?.get(key)?.clone();
+    serde_json::from_str(&raw).ok()
+}
+
+/// Killed while it waits for the moved workloads to be Ready again after the last batch,
+/// the rerun still waits for them: when it says done, every workload is back at its
+/// desired Ready replicas, as after an uninterrupted run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_while_waiting_for_ready_the_rerun_still_waits() {
+    // Replacements take a minute (two wall seconds) to be Ready.
+    let scenario = rel::MIGRATION.replace("startup_seconds: 20", "startup_seconds: 60");
+    let h = Harness::start(&scenario, common::ALPHA_BETA).await;
+    rel::open_beta(&h).await;
+    let key = "migrate.alpha.beta";
+    let mut child = h
+        .command(&["migrate", "alpha", "beta", "--batch-size", "100%"])
+        .spawn()
+        .unwrap();
+    wait_for("every source node drained", 120, || async {
+        let r = record(&h, key).await?;
+        (r["drained"].as_array()?.len() == 3 && r["phase"] != "done").then_some(())
+    })
+    .await;
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    let run = h
+        .kbg(&["migrate", "alpha", "beta", "--batch-size", "100%"])
+        .await;
+    run.expect_code(0);
+    // At once, no waiting: the rerun said done.
+    rel::assert_migrated(&h, "alpha", "beta").await;
+}

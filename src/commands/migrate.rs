@@ -49,7 +49,7 @@ use crate::skew;
 use crate::state::{MigrateRecord, Phase, op_key};
 use crate::ui::Ui;
 use crate::version::KubeVersion;
-use crate::workloads;
+use crate::workloads::{self, Workload};
 
 /// The pool `name` as the command line names it: from `kbg.yaml`, or (when there is no
 /// `kbg.yaml` at all) the nodes labelled `kbg.io/pool=<name>`.
@@ -641,6 +641,17 @@ async fn migrate_inner(
         drains: Vec::new(),
     };
     let evicted_before = record.pods_evicted;
+    // A run killed before the workloads of its last batch were Ready again: wait for
+    // them first, as that run would have.
+    let pending: BTreeSet<Workload> = record
+        .waiting_ready
+        .iter()
+        .filter_map(|w| Workload::parse(w))
+        .collect();
+    if drain.wait_for_ready && !pending.is_empty() {
+        let stopped = "stopped before draining further".to_string();
+        wait_moved_ready(ctx, from, to, drain, &mut record, key, &pending, &stopped).await?;
+    }
     let last = p.batches.len().saturating_sub(1);
     for (i, batch) in p.batches.iter().enumerate() {
         let todo: Vec<String> = batch
@@ -681,6 +692,11 @@ async fn migrate_inner(
             BTreeSet::new()
         };
 
+        if drain.wait_for_ready && !moving.is_empty() {
+            // Recorded before the drain: a rerun after a kill waits for them first.
+            record.waiting_ready = moving.iter().map(ToString::to_string).collect();
+            ctx.state.put(key, &record).await?;
+        }
         let result = tokio::select! {
             r = drain_nodes(&ctx.client, &todo, &opts, &observer) => r,
             () = record_evictions(ctx, key, &observer, evicted_before) => {
@@ -712,29 +728,8 @@ async fn migrate_inner(
         }
 
         if drain.wait_for_ready && !moving.is_empty() {
-            ctx.ui.step(format_args!(
-                "waiting for {} moved workloads to be Ready",
-                moving.len()
-            ));
-            if let Err(missing) =
-                workloads::wait_ready(&ctx.client, &moving, ctx.clock, drain.ready_timeout).await
-            {
-                let names: Vec<String> = missing.iter().map(ToString::to_string).collect();
-                let msg = format!(
-                    "moved workloads not back at their desired Ready replicas after {} (--ready-timeout; --wait-for-ready=false skips this wait): {}",
-                    crate::duration::display(drain.ready_timeout),
-                    names.join(", ")
-                );
-                record.op.fail(&msg);
-                ctx.state.put(key, &record).await?;
-                return Err(Error::Failed(format!(
-                    "{msg}; stopped after batch {}; pool {}'s nodes stay cordoned; run the same command again to continue, or `kbg rollback {} {}`",
-                    i + 1,
-                    from.name,
-                    from.name,
-                    to.name
-                )));
-            }
+            let stopped = format!("stopped after batch {}", i + 1);
+            wait_moved_ready(ctx, from, to, drain, &mut record, key, &moving, &stopped).await?;
         }
         if i < last && !drain.batch_soak.is_zero() {
             record.op.go(Phase::Soaking);
@@ -780,6 +775,45 @@ async fn migrate_inner(
     report.total_pods_evicted = record.pods_evicted;
     report.cluster_seconds = ctx.clock.elapsed(start).as_secs_f64();
     Ok(report)
+}
+
+/// Wait until the workloads `moving` are back at their desired Ready replicas, then clear
+/// the record's note of them; on `--ready-timeout`, record the failure and say where the
+/// migration `stopped`.
+#[allow(clippy::too_many_arguments)]
+async fn wait_moved_ready(
+    ctx: &Ctx,
+    from: &PoolConfig,
+    to: &PoolConfig,
+    drain: &DrainSettings,
+    record: &mut MigrateRecord,
+    key: &str,
+    moving: &BTreeSet<Workload>,
+    stopped: &str,
+) -> Result<()> {
+    ctx.ui.step(format_args!(
+        "waiting for {} moved workloads to be Ready",
+        moving.len()
+    ));
+    if let Err(missing) =
+        workloads::wait_ready(&ctx.client, moving, ctx.clock, drain.ready_timeout).await
+    {
+        let names: Vec<String> = missing.iter().map(ToString::to_string).collect();
+        let msg = format!(
+            "moved workloads not back at their desired Ready replicas after {} (--ready-timeout; --wait-for-ready=false skips this wait): {}",
+            crate::duration::display(drain.ready_timeout),
+            names.join(", ")
+        );
+        record.op.fail(&msg);
+        ctx.state.put(key, record).await?;
+        return Err(Error::Failed(format!(
+            "{msg}; {stopped}; pool {}'s nodes stay cordoned; run the same command again to continue, or `kbg rollback {} {}`",
+            from.name, from.name, to.name
+        )));
+    }
+    record.waiting_ready.clear();
+    ctx.state.put(key, record).await?;
+    Ok(())
 }
 
 fn add(report: &mut MigrateReport, record: &mut MigrateRecord, d: &DrainReport) {
