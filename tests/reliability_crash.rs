@@ -1,12 +1,27 @@
 //! Issue 8, item 1: kbg killed anywhere loses nothing, and the same command run again
 //! finishes the job.
 
+//!
+//! [`crash_anywhere`]: 20 seeded points across deploy-pool, migrate and teardown, each a
+//! SIGKILL by wall time or by the API server's request count, each on a fresh cluster
+//! where the three commands replace pool alpha by pool beta. The killed command is run
+//! again; the cycle must end as an uninterrupted one does (a reference cycle, measured
+//! first): every workload at its desired Ready replicas on beta, no PDB ever violated (the
+//! simulated cluster's books over the whole history), each pod evicted once, every
+//! machine made once and none left over (counted at the provider: the sim provider's
+//! machines are nodes with `kbg-sim://` provider IDs), no node cordoned without kbg's note
+//! of why (checked right after each kill too), no Lease held. `KBG_TEST_SEED` replays the
+//! points.
+
 mod common;
 mod rel;
+
+use std::time::{Duration, Instant};
 
 use common::{Harness, wait_for};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::Api;
+use rel::{KillAt, Killed, Rng};
 
 /// `pods_evicted` of the migration's record in kbg's state, if there is one.
 async fn recorded_evictions(h: &Harness, key: &str) -> Option<u64> {
@@ -103,4 +118,241 @@ async fn killed_while_waiting_for_ready_the_rerun_still_waits() {
     run.expect_code(0);
     // At once, no waiting: the rerun said done.
     rel::assert_migrated(&h, "alpha", "beta").await;
+}
+
+/// Pool alpha with workloads behind PDBs; pool beta is made by deploy-pool.
+const CYCLE: &str = r#"
+version: v1.33.1
+pools:
+  - name: alpha
+    count: 3
+    version: v1.32.4
+workloads:
+  - kind: Deployment
+    name: web
+    replicas: 6
+    startup_seconds: 10
+    pdb: {max_unavailable: 1}
+  - kind: StatefulSet
+    name: db
+    replicas: 3
+    startup_seconds: 10
+    pdb: {min_available: 2}
+  - kind: DaemonSet
+    name: agent
+"#;
+
+/// The cycle's commands, in order.
+const COMMANDS: [&[&str]; 3] = [
+    &["deploy-pool", "beta"],
+    &["migrate", "alpha", "beta"],
+    &["teardown", "alpha"],
+];
+
+/// What a command of an uninterrupted cycle took.
+#[derive(Debug, Clone, Copy)]
+struct Measured {
+    requests: u64,
+    wall: Duration,
+}
+
+/// The uninterrupted cycle: what each command took, and what it ends with.
+#[derive(Debug, Clone)]
+struct Reference {
+    commands: [Measured; 3],
+    machines: Vec<(String, String)>,
+    evictions: u64,
+}
+
+/// One kill: which command, where (as a share of what that command takes in the
+/// reference cycle), by requests or by wall time.
+#[derive(Debug, Clone, Copy)]
+struct Point {
+    command: usize,
+    by_requests: bool,
+    share: f64,
+}
+
+impl Point {
+    fn at(&self, r: &Reference) -> KillAt {
+        let m = r.commands[self.command];
+        if self.by_requests {
+            KillAt::Requests(((m.requests as f64 * self.share) as u64).max(1))
+        } else {
+            KillAt::Wall(m.wall.mul_f64(self.share))
+        }
+    }
+}
+
+/// The 20 points of `seed`: commands in turn, each by requests or by time at random, at
+/// a random share of the command's run.
+fn points(seed: u64) -> Vec<Point> {
+    let mut rng = Rng::new(seed);
+    (0..20)
+        .map(|k| Point {
+            command: k % 3,
+            by_requests: rng.next_u64().is_multiple_of(2),
+            share: rng.range(1, 1000) as f64 / 1000.0,
+        })
+        .collect()
+}
+
+/// The invariants that hold at any moment, even right after a kill: no cordon without
+/// kbg's note, no machine beyond the pool's three names, no PDB violated.
+async fn assert_nothing_lost_yet(h: &Harness, context: &str) {
+    rel::assert_cordons_owned(h, context).await;
+    let beta = rel::sim_machines(h, "beta").await;
+    assert!(
+        beta.iter()
+            .all(|(n, _)| ["beta-0", "beta-1", "beta-2"].contains(&n.as_str())),
+        "{context}: machines beyond the pool's names: {beta:?}"
+    );
+    assert_eq!(h.sim.stats().pdb_violations, 0, "{context}");
+}
+
+/// Run the cycle, killing `point` (if any) once and running that command again. Returns
+/// what each command took (the first run of a killed one), and a line saying what
+/// happened.
+async fn cycle(kill: Option<(Point, KillAt)>, context: &str) -> (Harness, [Measured; 3], String) {
+    let h = Harness::start(CYCLE, common::ALPHA_BETA).await;
+    let mut measured = [Measured {
+        requests: 0,
+        wall: Duration::ZERO,
+    }; 3];
+    let mut note = String::from("uninterrupted");
+    for (i, args) in COMMANDS.iter().enumerate() {
+        let base = h.sim.stats().requests;
+        let started = Instant::now();
+        match kill {
+            Some((p, at)) if p.command == i => {
+                let killed = rel::run_and_kill(&h, h.command(args), at).await;
+                note = match killed {
+                    Killed::Yes { requests, wall } => {
+                        assert_nothing_lost_yet(&h, &format!("{context}: right after the kill"))
+                            .await;
+                        format!(
+                            "kbg {} killed {at} ({requests} requests, {} ms)",
+                            args.join(" "),
+                            wall.as_millis()
+                        )
+                    }
+                    Killed::EndedFirst(code) => {
+                        assert_eq!(code, Some(0), "{context}: kbg {args:?} failed on its own");
+                        format!("kbg {} ended before {at}", args.join(" "))
+                    }
+                };
+                let run = h.kbg(args).await;
+                assert_eq!(
+                    run.code,
+                    Some(0),
+                    "{context}: the rerun of kbg {args:?} failed\n{}",
+                    run.stderr
+                );
+            }
+            _ => {
+                let run = h.kbg(args).await;
+                assert_eq!(
+                    run.code,
+                    Some(0),
+                    "{context}: kbg {args:?} failed\n{}",
+                    run.stderr
+                );
+            }
+        }
+        measured[i] = Measured {
+            requests: h.sim.stats().requests - base,
+            wall: started.elapsed(),
+        };
+        assert_nothing_lost_yet(&h, &format!("{context}: after kbg {}", args.join(" "))).await;
+    }
+    (h, measured, note)
+}
+
+static REFERENCE: tokio::sync::OnceCell<Reference> = tokio::sync::OnceCell::const_new();
+
+/// The reference cycle, measured once per test binary.
+async fn reference() -> &'static Reference {
+    REFERENCE
+        .get_or_init(|| async {
+            let (h, commands, _) = cycle(None, "reference cycle").await;
+            let r = Reference {
+                commands,
+                machines: rel::sim_machines(&h, "beta").await,
+                evictions: h.sim.stats().evictions_allowed,
+            };
+            for (args, m) in COMMANDS.iter().zip(&r.commands) {
+                eprintln!(
+                    "reference: kbg {}: {} requests, {} ms",
+                    args.join(" "),
+                    m.requests,
+                    m.wall.as_millis()
+                );
+            }
+            h.sim.shutdown().await;
+            r
+        })
+        .await
+}
+
+/// The end state of every cycle is the reference's.
+async fn assert_like_reference(h: &Harness, r: &Reference, context: &str) {
+    assert_eq!(rel::sim_machines(h, "beta").await, r.machines, "{context}");
+    assert!(rel::sim_machines(h, "alpha").await.is_empty(), "{context}");
+    rel::assert_migrated(h, "alpha", "beta").await;
+    assert_eq!(
+        rel::assert_cordons_owned(h, context).await,
+        0,
+        "{context}: cordons left"
+    );
+    rel::assert_leases_free(h).await;
+    let stats = h.sim.stats();
+    assert_eq!(
+        stats.evictions_allowed, r.evictions,
+        "{context}: a pod evicted twice, or one not at all"
+    );
+    let made = h
+        .kbg_requests()
+        .iter()
+        .filter(|e| e.resource == "nodes" && e.verb == "create" && e.code == 201)
+        .count();
+    assert_eq!(made, r.machines.len(), "{context}: a machine made twice");
+}
+
+/// Kill at every point of `command` among the seeded 20.
+async fn crash_anywhere(command: usize) {
+    let seed = rel::seed(
+        &format!("crash_anywhere({})", COMMANDS[command][0]),
+        20_260_801,
+    );
+    let r = reference().await;
+    for (k, p) in points(seed).into_iter().enumerate() {
+        if p.command != command {
+            continue;
+        }
+        let at = p.at(r);
+        let context = format!("seed {seed} point {k}");
+        let (h, _, note) = cycle(Some((p, at)), &context).await;
+        assert_like_reference(&h, r, &context).await;
+        eprintln!(
+            "{context}: {note}; rerun finished; end state as uninterrupted ({} machines, {} evictions, 0 PDB violations)",
+            r.machines.len(),
+            r.evictions
+        );
+        h.sim.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_anywhere_in_deploy_pool() {
+    crash_anywhere(0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_anywhere_in_migrate() {
+    crash_anywhere(1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_anywhere_in_teardown() {
+    crash_anywhere(2).await;
 }

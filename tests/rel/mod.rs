@@ -250,3 +250,140 @@ pub async fn assert_migrated(h: &super::common::Harness, from: &str, to: &str) {
     let stats = h.sim.stats();
     assert_eq!(stats.pdb_violations, 0, "{:?}", stats.pdbs);
 }
+
+/// A small seeded generator (splitmix64): the same seed gives the same points on every
+/// machine, with no dependency for it.
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator from `seed`.
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `lo..hi` (`lo` when the range is empty).
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        if hi <= lo {
+            lo
+        } else {
+            lo + self.next_u64() % (hi - lo)
+        }
+    }
+}
+
+/// When a run is killed.
+#[derive(Debug, Clone, Copy)]
+pub enum KillAt {
+    /// Once the API server has served this many requests since the run started (the
+    /// simulated cluster's request counter, read every 2 ms).
+    Requests(u64),
+    /// This long (wall time) after the run started.
+    Wall(std::time::Duration),
+}
+
+impl std::fmt::Display for KillAt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KillAt::Requests(n) => write!(f, "at request {n}"),
+            KillAt::Wall(d) => write!(f, "after {} ms", d.as_millis()),
+        }
+    }
+}
+
+/// How a run that was to be killed went.
+#[derive(Debug)]
+pub enum Killed {
+    /// Killed with SIGKILL after this many requests and this long.
+    Yes {
+        requests: u64,
+        wall: std::time::Duration,
+    },
+    /// It ended on its own before the kill point, with this exit code.
+    EndedFirst(Option<i32>),
+}
+
+/// Run `cmd` and SIGKILL it at `at`, unless it ends first.
+pub async fn run_and_kill(
+    h: &super::common::Harness,
+    mut cmd: tokio::process::Command,
+    at: KillAt,
+) -> Killed {
+    let base = h.sim.stats().requests;
+    let started = std::time::Instant::now();
+    let mut child = cmd.spawn().expect("kbg starts");
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Killed::EndedFirst(status.code());
+        }
+        let due = match at {
+            KillAt::Requests(n) => h.sim.stats().requests - base >= n,
+            KillAt::Wall(t) => started.elapsed() >= t,
+        };
+        if due {
+            child.start_kill().unwrap();
+            let status = child.wait().await.unwrap();
+            if status.code().is_some() {
+                // It exited just before the signal reached it.
+                return Killed::EndedFirst(status.code());
+            }
+            return Killed::Yes {
+                requests: h.sim.stats().requests - base,
+                wall: started.elapsed(),
+            };
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+}
+
+/// No Lease of kbg's is held.
+pub async fn assert_leases_free(h: &super::common::Harness) {
+    use k8s_openapi::api::coordination::v1::Lease;
+    use kube::api::{Api, ListParams};
+    let leases: Api<Lease> = Api::namespaced(h.client().await, "kube-system");
+    for l in leases.list(&ListParams::default()).await.unwrap().items {
+        if l.metadata
+            .name
+            .as_deref()
+            .is_some_and(|n| n.starts_with("kbg-pool-"))
+        {
+            assert_eq!(
+                l.spec.and_then(|s| s.holder_identity),
+                None,
+                "{:?} still held",
+                l.metadata.name
+            );
+        }
+    }
+}
+
+/// The nodes whose provider ID names a machine of `pool` made by the sim provider
+/// (`kbg-sim://<pool>/<machine>`), as (node, provider ID), sorted.
+pub async fn sim_machines(h: &super::common::Harness, pool: &str) -> Vec<(String, String)> {
+    use k8s_openapi::api::core::v1::Node;
+    use kube::api::{Api, ListParams};
+    let prefix = format!("kbg-sim://{pool}/");
+    let nodes: Api<Node> = Api::all(h.client().await);
+    let mut out: Vec<(String, String)> = nodes
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|n| {
+            let id = n.spec?.provider_id?;
+            id.starts_with(&prefix)
+                .then(|| (n.metadata.name.unwrap_or_default(), id))
+        })
+        .collect();
+    out.sort();
+    out
+}
