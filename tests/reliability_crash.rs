@@ -238,7 +238,10 @@ async fn cycle(kill: Option<(Point, KillAt)>, context: &str) -> (Harness, [Measu
                     }
                     Killed::EndedFirst(code) => {
                         assert_eq!(code, Some(0), "{context}: kbg {args:?} failed on its own");
-                        format!("kbg {} ended before {at}", args.join(" "))
+                        format!(
+                            "kbg {} ended on its own before the kill point ({at})",
+                            args.join(" ")
+                        )
                     }
                 };
                 let run = h.kbg(args).await;
@@ -355,4 +358,105 @@ async fn crash_anywhere_in_migrate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_anywhere_in_teardown() {
     crash_anywhere(2).await;
+}
+
+/// The exec provider's example plugin, whose machines are records on disk: deploy-pool
+/// and teardown of pool gamma killed at seeded points (by requests and by time), and run
+/// again. After every run the records on disk are the pool's machines, never more than
+/// its three names; after the reruns, three records and three Ready nodes, then none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_anywhere_with_the_exec_provider() {
+    let seed = rel::seed("crash_anywhere_with_the_exec_provider", 20_260_802);
+    let names = ["gamma-0", "gamma-1", "gamma-2"];
+    let deploy: &[&str] = &["deploy-pool", "gamma"];
+    let teardown: &[&str] = &["teardown", "gamma"];
+
+    // The reference: what each command takes uninterrupted.
+    let h = Harness::start("", "").await;
+    let machines = h.path().join("machines");
+    h.write_config(&rel::exec_pool_yaml(&h, "gamma", 3, &machines, ""));
+    let mut reference = Vec::new();
+    for args in [deploy, teardown] {
+        let base = h.sim.stats().requests;
+        let started = Instant::now();
+        h.kbg(args).await.expect_code(0);
+        reference.push(Measured {
+            requests: h.sim.stats().requests - base,
+            wall: started.elapsed(),
+        });
+        eprintln!(
+            "exec reference: kbg {}: {} requests, {} ms",
+            args.join(" "),
+            reference.last().unwrap().requests,
+            started.elapsed().as_millis()
+        );
+    }
+    assert!(rel::exec_machines(&machines, "gamma").is_empty());
+    h.sim.shutdown().await;
+
+    let mut rng = Rng::new(seed);
+    for k in 0..4 {
+        let command = k % 2;
+        let p = Point {
+            command,
+            by_requests: k < 2,
+            share: rng.range(1, 1000) as f64 / 1000.0,
+        };
+        let m = reference[command];
+        let at = if p.by_requests {
+            KillAt::Requests(((m.requests as f64 * p.share) as u64).max(1))
+        } else {
+            KillAt::Wall(m.wall.mul_f64(p.share))
+        };
+        let context = format!("seed {seed} exec point {k}");
+        let h = Harness::start("", "").await;
+        let machines = h.path().join("machines");
+        h.write_config(&rel::exec_pool_yaml(&h, "gamma", 3, &machines, ""));
+        let mut note = String::new();
+        for (i, args) in [deploy, teardown].into_iter().enumerate() {
+            if i == command {
+                let killed = rel::run_and_kill(&h, h.command(args), at).await;
+                let records = rel::exec_machines(&machines, "gamma");
+                assert!(
+                    records.iter().all(|r| names.contains(&r.as_str())),
+                    "{context}: machines beyond the pool's names: {records:?}"
+                );
+                rel::assert_cordons_owned(&h, &context).await;
+                note = match killed {
+                    Killed::Yes { requests, wall } => format!(
+                        "kbg {} killed {at} ({requests} requests, {} ms) with {} machine records on disk",
+                        args.join(" "),
+                        wall.as_millis(),
+                        records.len()
+                    ),
+                    Killed::EndedFirst(code) => {
+                        assert_eq!(code, Some(0), "{context}");
+                        format!(
+                            "kbg {} ended on its own before the kill point ({at})",
+                            args.join(" ")
+                        )
+                    }
+                };
+            }
+            let run = h.kbg(args).await;
+            assert_eq!(run.code, Some(0), "{context}: kbg {args:?}\n{}", run.stderr);
+            if i == 0 {
+                assert_eq!(rel::exec_machines(&machines, "gamma"), names, "{context}");
+                assert_eq!(rel::pool_node_names(&h, "gamma").await, names, "{context}");
+            }
+        }
+        assert!(
+            rel::exec_machines(&machines, "gamma").is_empty(),
+            "{context}: machines leaked"
+        );
+        assert!(
+            rel::pool_node_names(&h, "gamma").await.is_empty(),
+            "{context}"
+        );
+        rel::assert_leases_free(&h).await;
+        eprintln!(
+            "{context}: {note}; rerun finished; 3 machines made, all deprovisioned, none leaked"
+        );
+        h.sim.shutdown().await;
+    }
 }

@@ -387,3 +387,86 @@ pub async fn sim_machines(h: &super::common::Harness, pool: &str) -> Vec<(String
     out.sort();
     out
 }
+
+/// The join token the exec-provider tests give kbg (a kubeadm bootstrap token's shape).
+pub const EXEC_JOIN_TOKEN: &str = "kbgjtk.execpluginjoin12";
+
+/// A pool `name` of `count` machines made by the exec provider's example plugin
+/// (`examples/exec-plugin.sh`), whose machines are JSON records under `machines_dir`; its
+/// boot hook (`providers/exec/tests/support/register-node.py`) registers each machine's
+/// node in `h`'s cluster, as a booting machine's kubelet would, after checking that the
+/// bootstrap carries the join token. `extra_boot` runs first in the hook (`sh -c`), with
+/// the plugin's `KBG_MACHINE` in its environment: a non-zero exit fails the machine.
+/// Returns the `kbg.yaml` text (with `cluster.join`).
+pub fn exec_pool_yaml(
+    h: &super::common::Harness,
+    name: &str,
+    count: usize,
+    machines_dir: &std::path::Path,
+    extra_boot: &str,
+) -> String {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let d = h.path();
+    for (file, text) in [
+        ("ca.pem", h.sim.ca_pem().unwrap()),
+        ("sim-token", h.sim.token()),
+        ("join-token", EXEC_JOIN_TOKEN),
+    ] {
+        std::fs::write(d.join(file), text).unwrap();
+    }
+    let register = format!(
+        "{} {} {} {} {}",
+        root.join("providers/exec/tests/support/register-node.py")
+            .display(),
+        h.sim.server_url(),
+        d.join("sim-token").display(),
+        d.join("ca.pem").display(),
+        d.join("join-token").display()
+    );
+    let boot = if extra_boot.is_empty() {
+        register
+    } else {
+        format!("{extra_boot} && {register}")
+    };
+    let boot = serde_json::to_string(&boot).unwrap();
+    format!(
+        "cluster:\n  join:\n    endpoint: {}\n    token: {EXEC_JOIN_TOKEN}\npools:\n  {name}:\n    provider: exec\n    version: v1.33.1\n    count: {count}\n    exec:\n      program: {}\n      config:\n        state_dir: {}\n        boot_command: {boot}\n",
+        h.sim.addr(),
+        root.join("examples/exec-plugin.sh").display(),
+        machines_dir.display(),
+    )
+}
+
+/// The machines the example plugin holds for `pool` under `machines_dir`: its records
+/// on disk, by name, sorted.
+pub fn exec_machines(machines_dir: &std::path::Path, pool: &str) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(machines_dir.join(pool)) else {
+        return Vec::new();
+    };
+    let mut out: Vec<String> = entries
+        .filter_map(|e| {
+            let name = e.ok()?.file_name().into_string().ok()?;
+            let machine = name.strip_suffix(".json")?;
+            (!machine.starts_with('.')).then(|| machine.to_string())
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// The nodes of pool `pool` (label `kbg.io/pool`), by name, sorted.
+pub async fn pool_node_names(h: &super::common::Harness, pool: &str) -> Vec<String> {
+    use k8s_openapi::api::core::v1::Node;
+    use kube::api::{Api, ListParams};
+    let nodes: Api<Node> = Api::all(h.client().await);
+    let mut out: Vec<String> = nodes
+        .list(&ListParams::default().labels(&format!("kbg.io/pool={pool}")))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|n| n.metadata.name)
+        .collect();
+    out.sort();
+    out
+}
