@@ -170,6 +170,8 @@ pub struct MigrateReport {
     pub pdb_waits: u64,
     /// Transient API faults retried by the drain.
     pub transient_retries: u64,
+    /// Eviction requests sent by this run (every try and retry; the audit log's count).
+    pub eviction_requests: u64,
     /// Pods evicted over every run of this migration.
     pub total_pods_evicted: u64,
     /// Final soak waited by this run (cluster seconds).
@@ -635,6 +637,7 @@ async fn migrate_inner(
         pdb_retries: 0,
         pdb_waits: 0,
         transient_retries: 0,
+        eviction_requests: 0,
         total_pods_evicted: 0,
         final_soak_seconds: 0.0,
         cluster_seconds: 0.0,
@@ -820,6 +823,7 @@ fn add(report: &mut MigrateReport, record: &mut MigrateRecord, d: &DrainReport) 
     report.pods_evicted += d.pods_evicted as u64;
     report.pdb_retries += u64::from(d.pdb_retries);
     report.transient_retries += u64::from(d.transient_retries);
+    report.eviction_requests += u64::from(d.eviction_requests);
     record.pods_evicted += d.pods_evicted as u64;
     record.pdb_retries += u64::from(d.pdb_retries);
     for n in &d.nodes {

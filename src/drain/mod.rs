@@ -292,8 +292,14 @@ pub struct NodeDrainReport {
     /// Times a pod waited for its PDB without asking, because kbg's PDB watch showed no
     /// disruption allowed (each one request saved).
     pub pdb_waits: u32,
-    /// Transient faults retried (5xx, dropped connections, throttling 429s).
+    /// Transient faults retried (5xx, dropped connections, throttling 429s), on
+    /// evictions and on the node's pod watch.
     pub transient_retries: u32,
+    /// Eviction requests sent and answered (or failed): first tries, tries again after a
+    /// PDB's refusal, and retries after transient faults. Nothing retries underneath the
+    /// drain, so the API server's audit log shows exactly this many.
+    #[serde(default)]
+    pub eviction_requests: u32,
     /// Every pod that had to move and did not, with why.
     pub not_moved: Vec<PodProblem>,
     /// The error that stopped this node's drain before its pods could be seen (e.g. not
@@ -314,6 +320,7 @@ impl NodeDrainReport {
             pdb_retries: 0,
             pdb_waits: 0,
             transient_retries: 0,
+            eviction_requests: 0,
             not_moved: Vec::new(),
             error: None,
             cluster_seconds: 0.0,
@@ -334,6 +341,9 @@ pub struct DrainReport {
     pub pdb_retries: u32,
     /// Transient faults retried, on all nodes.
     pub transient_retries: u32,
+    /// Eviction requests sent, on all nodes ([`NodeDrainReport::eviction_requests`]).
+    #[serde(default)]
+    pub eviction_requests: u32,
     /// Cluster seconds from the start of the call to its end.
     pub cluster_seconds: f64,
 }
@@ -345,6 +355,7 @@ impl DrainReport {
             pods_not_moved: nodes.iter().map(|n| n.not_moved.len()).sum(),
             pdb_retries: nodes.iter().map(|n| n.pdb_retries).sum(),
             transient_retries: nodes.iter().map(|n| n.transient_retries).sum(),
+            eviction_requests: nodes.iter().map(|n| n.eviction_requests).sum(),
             cluster_seconds,
             nodes,
         }

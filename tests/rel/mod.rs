@@ -470,3 +470,59 @@ pub async fn pool_node_names(h: &super::common::Harness, pool: &str) -> Vec<Stri
     out.sort();
     out
 }
+
+/// Pool alpha (three nodes) with workloads behind PDBs — 6 web replicas (maxUnavailable
+/// 1), 3 db replicas (minAvailable 2), a DaemonSet — for `deploy-pool beta`, `migrate
+/// alpha beta`, `teardown alpha` (with [`super::common::ALPHA_BETA`]): 9 pods to evict.
+pub const REPLACE: &str = r#"
+version: v1.33.1
+pools:
+  - name: alpha
+    count: 3
+    version: v1.32.4
+workloads:
+  - kind: Deployment
+    name: web
+    replicas: 6
+    startup_seconds: 10
+    pdb: {max_unavailable: 1}
+  - kind: StatefulSet
+    name: db
+    replicas: 3
+    startup_seconds: 10
+    pdb: {min_available: 2}
+  - kind: DaemonSet
+    name: agent
+"#;
+
+/// The end state of deploy-pool beta, migrate alpha beta, teardown alpha over
+/// [`REPLACE`]: beta's three machines, made once each; alpha's gone; every workload at
+/// its desired Ready replicas on beta, no PDB ever violated, each of the 9 pods evicted
+/// once; no cordon left; no Lease held.
+pub async fn assert_replaced(h: &super::common::Harness, context: &str) {
+    let beta: Vec<String> = sim_machines(h, "beta")
+        .await
+        .into_iter()
+        .map(|m| m.0)
+        .collect();
+    assert_eq!(beta, ["beta-0", "beta-1", "beta-2"], "{context}");
+    assert!(sim_machines(h, "alpha").await.is_empty(), "{context}");
+    assert_migrated(h, "alpha", "beta").await;
+    assert_eq!(
+        assert_cordons_owned(h, context).await,
+        0,
+        "{context}: cordons left"
+    );
+    assert_leases_free(h).await;
+    assert_eq!(
+        h.sim.stats().evictions_allowed,
+        9,
+        "{context}: a pod evicted twice, or one not at all"
+    );
+    let made = h
+        .kbg_requests()
+        .iter()
+        .filter(|e| e.resource == "nodes" && e.verb == "create" && e.code == 201)
+        .count();
+    assert_eq!(made, 3, "{context}: a machine made twice");
+}
