@@ -37,8 +37,11 @@
 //!   nodes go on.
 //!
 //! Transient faults (5xx, dropped connections, 429s that are not a PDB's) are retried
-//! with backoff in exactly one place ([`evict`]); kbg's kube client is built with
-//! `default_retry = false` so no layer retries underneath.
+//! with backoff in exactly one place per request: evictions in [`evict`], the one read
+//! the drain sends outside its watches (DaemonSet metadata) in [`crate::retry`]; kbg's
+//! kube client is built with `default_retry = false` so no layer retries underneath, and
+//! each eviction sent is counted ([`NodeDrainReport::eviction_requests`]) so a test can
+//! hold the API server's audit log against it.
 
 mod classify;
 mod evict;
@@ -471,25 +474,20 @@ pub(crate) struct Shared<'a> {
 
 impl Shared<'_> {
     /// Which DaemonSets exist, listed once per drain (metadata only) the first time a
-    /// DaemonSet pod is seen. If they cannot be listed, every one is assumed to exist:
+    /// DaemonSet pod is seen, through kbg's one retry layer for reads
+    /// ([`crate::retry::retry`]: transient faults only). If they cannot be listed, every
+    /// one is assumed to exist:
     /// its pods stay, and teardown's own check refuses a node that is not empty.
     pub(crate) async fn owners(&self) -> &Owners {
         self.daemonsets
             .get_or_init(|| async {
-                use backon::Retryable;
                 let api: kube::Api<k8s_openapi::api::apps::v1::DaemonSet> =
                     kube::Api::all(self.client.clone());
-                let clock = self.opts.clock;
                 let params = kube::api::ListParams::default();
-                let list = (|| api.list_metadata(&params))
-                    .retry(
-                        backon::ExponentialBuilder::default()
-                            .with_min_delay(Duration::from_millis(200))
-                            .with_max_times(5)
-                            .with_jitter(),
-                    )
-                    .sleep(move |d| async move { clock.sleep(d).await })
-                    .await;
+                let list = crate::retry::retry(self.opts.clock, "list daemonsets", || {
+                    api.list_metadata(&params)
+                })
+                .await;
                 match list {
                     Ok(list) => Owners::with_daemonsets(list.items.into_iter().map(|d| {
                         (
