@@ -299,3 +299,157 @@ async fn pdb_refusals_and_faults_on_evictions_are_retried_by_one_layer() {
         report["eviction_requests"]
     );
 }
+
+/// Names in a deploy-pool report list (`failed`, `never_joined`: objects with `name`;
+/// `replaced`, `cleaned_up`: names), sorted.
+fn names(v: &serde_json::Value) -> Vec<String> {
+    let mut out: Vec<String> = v
+        .as_array()
+        .unwrap_or_else(|| panic!("not a list: {v}"))
+        .iter()
+        .map(|f| f["name"].as_str().or(f.as_str()).unwrap().to_string())
+        .collect();
+    out.sort();
+    out
+}
+
+/// Where a provider's machines are counted: at the provider itself.
+enum Machines {
+    /// The sim provider: nodes whose provider ID is `kbg-sim://<pool>/…`.
+    Sim,
+    /// The exec provider's example plugin: its records on disk.
+    Exec(std::path::PathBuf),
+}
+
+impl Machines {
+    async fn of(&self, h: &Harness, pool: &str) -> Vec<String> {
+        match self {
+            Machines::Sim => rel::sim_machines(h, pool)
+                .await
+                .into_iter()
+                .map(|m| m.0)
+                .collect(),
+            Machines::Exec(dir) => rel::exec_machines(dir, pool),
+        }
+    }
+}
+
+/// A third of pool `pool`'s six machines fail: `failed` cannot be made, `lost` is made and
+/// never joins. deploy-pool names exactly those two; `--cleanup-on-failure` removes them
+/// at the provider; a rerun makes replacements under fresh names; `--retry-failed`
+/// replaces them in one run; teardown leaves no machine at the provider.
+async fn a_third_fail(h: &Harness, machines: &Machines, pool: &str, failed: &str, lost: &str) {
+    let name = |i: usize| format!("{pool}-{i}");
+    let all: Vec<String> = (0..6).map(name).collect();
+    let deploy = ["deploy-pool", pool, "--timeout", "1m", "-o", "json"];
+
+    // 1. Exactly which: the one the provider could not make, the one that never joined.
+    let run = h.kbg(&deploy).await;
+    run.expect_code(1);
+    let report = run.json();
+    assert_eq!(names(&report["failed"]), [failed], "{report}");
+    assert_eq!(names(&report["never_joined"]), [lost], "{report}");
+    assert_eq!(report["nodes_ready"], 4, "{report}");
+    let made: Vec<String> = all.iter().filter(|m| *m != failed).cloned().collect();
+    assert_eq!(machines.of(h, pool).await, made, "made: all but {failed}");
+    let said = run.error_lines().join("\n");
+    assert!(said.contains(failed) && said.contains(lost), "{said}");
+
+    // 2. --cleanup-on-failure removes them (the failed one was never made).
+    let mut cleanup = deploy.to_vec();
+    cleanup.push("--cleanup-on-failure");
+    let run = h.kbg(&cleanup).await;
+    run.expect_code(1);
+    assert_eq!(names(&run.json()["cleaned_up"]), [failed, lost]);
+    let kept: Vec<String> = made.iter().filter(|m| *m != lost).cloned().collect();
+    assert_eq!(machines.of(h, pool).await, kept, "cleaned up");
+
+    // 3. A rerun replaces them under fresh names; nothing doubled.
+    h.kbg(&deploy).await.expect_code(0);
+    let mut now = kept.clone();
+    now.extend([name(6), name(7)]);
+    now.sort();
+    assert_eq!(machines.of(h, pool).await, now);
+    assert_eq!(rel::pool_node_names(h, pool).await, now);
+    eprintln!(
+        "{pool}: 6 machines, {failed} failed and {lost} never joined: reported exactly; cleaned up to {}; replaced by {} and {}: {} machines at the provider",
+        kept.len(),
+        name(6),
+        name(7),
+        now.len()
+    );
+
+    // 4. Teardown: none left at the provider.
+    h.kbg(&["teardown", pool]).await.expect_code(0);
+    assert!(machines.of(h, pool).await.is_empty(), "machines leaked");
+    assert!(rel::pool_node_names(h, pool).await.is_empty(), "nodes left");
+}
+
+/// `--retry-failed 1`: the same third replaced in one run.
+async fn a_third_replaced_in_one_run(
+    h: &Harness,
+    machines: &Machines,
+    pool: &str,
+    failed: &str,
+    lost: &str,
+) {
+    let run = h
+        .kbg(&[
+            "deploy-pool",
+            pool,
+            "--timeout",
+            "1m",
+            "--retry-failed",
+            "1",
+            "-o",
+            "json",
+        ])
+        .await;
+    run.expect_code(0);
+    let report = run.json();
+    assert_eq!(names(&report["replaced"]), [failed, lost], "{report}");
+    assert_eq!(report["nodes_ready"], 6, "{report}");
+    let mut now: Vec<String> = (0..8)
+        .map(|i| format!("{pool}-{i}"))
+        .filter(|m| m != failed && m != lost)
+        .collect();
+    now.sort();
+    assert_eq!(
+        machines.of(h, pool).await,
+        now,
+        "the lost machine was deprovisioned"
+    );
+    h.kbg(&["teardown", pool]).await.expect_code(0);
+    assert!(machines.of(h, pool).await.is_empty(), "machines leaked");
+    assert!(rel::pool_node_names(h, pool).await.is_empty(), "nodes left");
+    eprintln!(
+        "{pool}: --retry-failed 1 replaced {failed} and {lost} in one run; teardown left none"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_third_of_the_machines_fail_with_the_sim_provider() {
+    let yaml = "pools:\n  beta:\n    provider: sim\n    version: v1.33.1\n    count: 6\n    sim:\n      fail_provision: [beta-1]\n      never_ready: [beta-4]\n";
+    let h = Harness::start("", yaml).await;
+    a_third_fail(&h, &Machines::Sim, "beta", "beta-1", "beta-4").await;
+    let h = Harness::start("", yaml).await;
+    a_third_replaced_in_one_run(&h, &Machines::Sim, "beta", "beta-1", "beta-4").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_third_of_the_machines_fail_with_the_exec_provider() {
+    // gamma-1's boot hook fails (no machine is recorded); gamma-4 boots but its kubelet
+    // never registers.
+    let hook = r#"case "$KBG_MACHINE" in gamma-1) echo "no capacity in rack 3" >&2; exit 1;; gamma-4) exit 0;; esac"#;
+    for one_run in [false, true] {
+        let h = Harness::start("", "").await;
+        let dir = h.path().join("machines");
+        h.write_config(&rel::exec_pool_yaml(&h, "gamma", 6, &dir, hook));
+        let machines = Machines::Exec(dir);
+        if one_run {
+            a_third_replaced_in_one_run(&h, &machines, "gamma", "gamma-1", "gamma-4").await;
+        } else {
+            a_third_fail(&h, &machines, "gamma", "gamma-1", "gamma-4").await;
+        }
+    }
+}
