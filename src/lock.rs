@@ -185,18 +185,23 @@ pub fn decide(
     if same_host && lease.pid == Some(me.pid) {
         return Decision::Take("ours");
     }
-    let renewed_ago = lease
-        .renewed
-        .map_or(i64::MAX / 2, |t| now.duration_since(t).as_secs());
-    if renewed_ago > lease.duration_secs {
+    // To the microsecond the Lease records, not to the whole second: a Lease is taken
+    // over as soon as it expires, never a second late.
+    let Some(renewed_ago) = lease.renewed.map(|t| now.duration_since(t)) else {
+        return Decision::Take("expired");
+    };
+    let valid_for = jiff::SignedDuration::from_secs(lease.duration_secs);
+    if renewed_ago > valid_for {
         return Decision::Take("expired");
     }
     if same_host && lease.pid.is_some_and(|p| !alive(p)) {
         return Decision::Take("holder process gone");
     }
+    let left = valid_for - renewed_ago;
     Decision::Held {
-        renewed_ago: renewed_ago.max(0),
-        expires_in: (lease.duration_secs - renewed_ago).max(0),
+        renewed_ago: renewed_ago.as_secs().max(0),
+        // Rounded up: "expires in 0s" only once it has.
+        expires_in: (left.as_secs() + i64::from(left.subsec_nanos() > 0)).max(0),
     }
 }
 
@@ -618,6 +623,30 @@ mod tests {
                 Decision::Held {
                     renewed_ago: 15,
                     expires_in: 0,
+                },
+            ),
+            // Expired to the millisecond, not to the whole second.
+            (
+                lease(
+                    Some("x"),
+                    "server",
+                    200,
+                    Some(now - jiff::SignedDuration::from_millis(15_500)),
+                ),
+                true,
+                Decision::Take("expired"),
+            ),
+            (
+                lease(
+                    Some("x"),
+                    "server",
+                    200,
+                    Some(now - jiff::SignedDuration::from_millis(3_400)),
+                ),
+                true,
+                Decision::Held {
+                    renewed_ago: 3,
+                    expires_in: 12,
                 },
             ),
             (
