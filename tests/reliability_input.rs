@@ -198,3 +198,260 @@ proptest! {
         }
     }
 }
+
+/// A `kbg.yaml` every field of which is fine.
+const GOOD: &str = "cluster:
+  state_namespace: kube-system
+  lease_duration: 15s
+migration:
+  batch_size: 1
+  drain_timeout: 1h
+pools:
+  alpha:
+    provider: sim
+    version: v1.32.4
+    count: 3
+  beta:
+    provider: sim
+    version: v1.33.1
+    count: 3
+    labels: {tier: web}
+    taints: [\"dedicated=web:NoSchedule\"]
+";
+
+/// One bad value: the field it goes in (the line of [`GOOD`] it replaces, or a line added
+/// at the top level), and the field path the error must name.
+fn bad_config() -> impl Strategy<Value = (String, String)> {
+    let replace = |line: &'static str, field: &'static str, bad: BoxedStrategy<String>| {
+        bad.prop_map(move |v| {
+            let (key, _) = line.split_once(": ").unwrap();
+            (
+                GOOD.replacen(line, &format!("{key}: {v}"), 1),
+                field.to_string(),
+            )
+        })
+    };
+    prop_oneof![
+        replace(
+            "    version: v1.33.1",
+            "pools.beta.version",
+            prop_oneof![
+                "[a-z]{1,6}",
+                "v2\\.[0-9]{1,2}",
+                "v1\\.[1-9][0-9]{4,12}",
+                "v1\\.0[0-9]",
+                "v1\\.33\\.x"
+            ]
+            .boxed()
+        ),
+        replace(
+            "    count: 3\n    labels",
+            "pools.beta.count",
+            prop_oneof!["-[1-9][0-9]{0,3}", "[a-z]{2,6}", Just("0".to_string())]
+                .prop_map(|v| format!("{v}\n    labels"))
+                .boxed()
+        ),
+        replace(
+            "    provider: sim\n    version: v1.33.1",
+            "pools.beta.provider",
+            "[a-z]{3,8}"
+                .prop_filter("a provider kbg has", |p| ![
+                    "sim", "aws", "juju", "metal", "exec"
+                ]
+                .contains(&p.as_str()))
+                .prop_map(|v| format!("{v}\n    version: v1.33.1"))
+                .boxed()
+        ),
+        replace(
+            "    labels: {tier: web}",
+            "pools.beta.labels",
+            prop_oneof![
+                "\\{\"-[a-z]{1,5}\": web\\}",
+                "\\{tier: \"[a-z]{1,4} [a-z]{1,4}\"\\}",
+                "\\{\"A/B/c\": x\\}"
+            ]
+            .boxed()
+        ),
+        replace(
+            "    taints: [\"dedicated=web:NoSchedule\"]",
+            "pools.beta.taints",
+            prop_oneof![
+                "\\[\"dedicated=web:[A-Z][a-z]{2,8}\"\\]",
+                "\\[\"=web:NoSchedule\"\\]",
+                "\"[a-z]{1,5}\""
+            ]
+            .boxed()
+        ),
+        replace(
+            "  batch_size: 1",
+            "migration.batch_size",
+            prop_oneof![Just("0".to_string()), "1[0-9][1-9]%", "[a-z]{1,4}%"].boxed()
+        ),
+        replace(
+            "  drain_timeout: 1h",
+            "migration.drain_timeout",
+            prop_oneof!["[1-9][0-9]{0,3}", "-[1-9]s", "[a-z]{3,8}"].boxed()
+        ),
+        replace(
+            "  lease_duration: 15s",
+            "cluster.lease_duration",
+            prop_oneof![Just("1s".to_string()), "[a-z]{2,6}", "[1-9]"].boxed()
+        ),
+        replace(
+            "  state_namespace: kube-system",
+            "cluster.state_namespace",
+            "[A-Z][a-z_]{2,8}".boxed()
+        ),
+        "[a-z]{3,8}"
+            .prop_filter("not a field", |k| !["cluster", "migration", "pools"]
+                .contains(&k.as_str()))
+            .prop_map(|k| (format!("{k}: 1\n{GOOD}"), k)),
+    ]
+}
+
+/// A sample of generated bad `kbg.yaml` files through the binary: exit 2, one `error:`
+/// line naming the field, no panic, and not one request to the cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_config_files_through_the_binary() {
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+    let seed = rel::seed("bad_config_files_through_the_binary", 5);
+    let mut bytes = [0u8; 32];
+    bytes[..8].copy_from_slice(&seed.to_le_bytes());
+    let mut runner = TestRunner::new_with_rng(
+        Config::default(),
+        TestRng::from_seed(RngAlgorithm::ChaCha, &bytes),
+    );
+    let h = common::Harness::start("", GOOD).await;
+    h.kbg(&["status"]).await.expect_code(0);
+    let strategy = bad_config();
+    let mut fields = std::collections::BTreeSet::new();
+    for i in 0..40 {
+        let (text, field) = strategy.new_tree(&mut runner).unwrap().current();
+        h.write_config(&text);
+        let before = h.sim.audit().len();
+        let run = h.kbg(&["status"]).await;
+        let context = format!("seed {seed} sample {i}: {field}\n{text}");
+        assert!(
+            !run.stderr.contains("panicked"),
+            "{context}\n{}",
+            run.stderr
+        );
+        assert_eq!(run.code, Some(2), "{context}\n{}", run.stderr);
+        let errors = run.error_lines();
+        assert_eq!(errors.len(), 1, "{context}\n{}", run.stderr);
+        assert!(errors[0].contains(&field), "{context}\n{}", run.stderr);
+        assert_eq!(h.sim.audit().len(), before, "{context}: requests sent");
+        fields.insert(field);
+    }
+    eprintln!(
+        "40 generated bad kbg.yaml files (seed {seed}), {} fields: each exit 2, one line naming the field, no request sent",
+        fields.len()
+    );
+}
+
+/// Bad values for a flag or its environment variable.
+fn bad_flags() -> impl Strategy<Value = (Vec<String>, Vec<(String, String)>, String)> {
+    let flag = |name: &'static str, bad: BoxedStrategy<String>| {
+        bad.prop_map(move |v| {
+            let args = ["migrate", "alpha", "beta", "--dry-run", name, &v]
+                .map(String::from)
+                .to_vec();
+            (args, Vec::new(), name.to_string())
+        })
+    };
+    let duration = || prop_oneof!["[1-9][0-9]{0,3}", "-[1-9]s", "[a-z]{2,6}", "[1-9]d"].boxed();
+    prop_oneof![
+        flag("--timeout", duration()),
+        flag("--drain-timeout", duration()),
+        flag("--batch-soak", duration()),
+        flag("--request-timeout", duration()),
+        flag(
+            "--batch-size",
+            prop_oneof![
+                Just("0".to_string()),
+                "1[0-9][1-9]%",
+                "[a-z]{1,4}",
+                "-[1-9]"
+            ]
+            .boxed()
+        ),
+        flag(
+            "--pod-selector",
+            prop_oneof![
+                "[a-z]{1,4} in [a-z]{1,4}",
+                "[a-z]{1,4}=[a-z]{1,3} [a-z]{1,3}",
+                "-[a-z]{1,4}=x",
+                "[a-z]{1,3},"
+            ]
+            .boxed()
+        ),
+        flag("--grace-period", "-[2-9][0-9]{0,2}".boxed()),
+        flag(
+            "--max-concurrent-evictions",
+            prop_oneof![Just("0".to_string()), "[a-z]{1,4}", "-[1-9]"].boxed()
+        ),
+        flag(
+            "--clock-speed",
+            prop_oneof![
+                Just("0".to_string()),
+                Just("-1".to_string()),
+                Just("NaN".to_string()),
+                "[a-z]{2,4}"
+            ]
+            .boxed()
+        ),
+        "[1-9][0-9]{0,2}".prop_map(|v| (
+            ["migrate", "alpha", "beta", "--dry-run"]
+                .map(String::from)
+                .to_vec(),
+            vec![("KBG_BATCH_SOAK".to_string(), v)],
+            "--batch-soak".to_string()
+        )),
+        "[a-z0-9]{1,10}".prop_map(|v| (
+            ["deploy-pool", "beta"].map(String::from).to_vec(),
+            vec![("KBG_JOIN_TOKEN".to_string(), v)],
+            "KBG_JOIN_TOKEN".to_string()
+        )),
+    ]
+}
+
+/// A sample of generated bad flags and environment variables through the binary: exit 2,
+/// one `error:` line naming the flag, no panic, not one request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_flags_through_the_binary() {
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+    let seed = rel::seed("bad_flags_through_the_binary", 6);
+    let mut bytes = [0u8; 32];
+    bytes[..8].copy_from_slice(&seed.to_le_bytes());
+    let mut runner = TestRunner::new_with_rng(
+        Config::default(),
+        TestRng::from_seed(RngAlgorithm::ChaCha, &bytes),
+    );
+    let h = common::Harness::start(rel::REPLACE, GOOD).await;
+    let strategy = bad_flags();
+    let mut flags = std::collections::BTreeSet::new();
+    for i in 0..40 {
+        let (args, env, flag) = strategy.new_tree(&mut runner).unwrap().current();
+        let before = h.sim.audit().len();
+        let mut cmd = h.command(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        for (k, v) in &env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().await.unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let context = format!("seed {seed} sample {i}: {args:?} {env:?}");
+        assert!(!stderr.contains("panicked"), "{context}\n{stderr}");
+        assert_eq!(out.status.code(), Some(2), "{context}\n{stderr}");
+        let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+        assert_eq!(errors.len(), 1, "{context}\n{stderr}");
+        assert!(errors[0].contains(&flag), "{context}\n{stderr}");
+        assert_eq!(h.sim.audit().len(), before, "{context}: requests sent");
+        flags.insert(flag);
+    }
+    eprintln!(
+        "40 generated bad flags and variables (seed {seed}), {} flags: each exit 2, one line naming it, no request sent",
+        flags.len()
+    );
+}
