@@ -309,19 +309,24 @@ fn bad_config() -> impl Strategy<Value = (String, String)> {
     ]
 }
 
+/// A proptest runner whose draws `seed` decides, to sample values from a strategy.
+fn seeded_runner(seed: u64) -> proptest::test_runner::TestRunner {
+    use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+    let mut bytes = [0u8; 32];
+    bytes[..8].copy_from_slice(&seed.to_le_bytes());
+    TestRunner::new_with_rng(
+        Config::default(),
+        TestRng::from_seed(RngAlgorithm::ChaCha, &bytes),
+    )
+}
+
 /// A sample of generated bad `kbg.yaml` files through the binary: exit 2, one `error:`
 /// line naming the field, no panic, and not one request to the cluster.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_config_files_through_the_binary() {
     use proptest::strategy::ValueTree;
-    use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
     let seed = rel::seed("bad_config_files_through_the_binary", 5);
-    let mut bytes = [0u8; 32];
-    bytes[..8].copy_from_slice(&seed.to_le_bytes());
-    let mut runner = TestRunner::new_with_rng(
-        Config::default(),
-        TestRng::from_seed(RngAlgorithm::ChaCha, &bytes),
-    );
+    let mut runner = seeded_runner(seed);
     let h = common::Harness::start("", GOOD).await;
     h.kbg(&["status"]).await.expect_code(0);
     let strategy = bad_config();
@@ -421,14 +426,8 @@ fn bad_flags() -> impl Strategy<Value = (Vec<String>, Vec<(String, String)>, Str
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_flags_through_the_binary() {
     use proptest::strategy::ValueTree;
-    use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
     let seed = rel::seed("bad_flags_through_the_binary", 6);
-    let mut bytes = [0u8; 32];
-    bytes[..8].copy_from_slice(&seed.to_le_bytes());
-    let mut runner = TestRunner::new_with_rng(
-        Config::default(),
-        TestRng::from_seed(RngAlgorithm::ChaCha, &bytes),
-    );
+    let mut runner = seeded_runner(seed);
     let h = common::Harness::start(rel::REPLACE, GOOD).await;
     let strategy = bad_flags();
     let mut flags = std::collections::BTreeSet::new();
