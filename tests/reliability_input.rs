@@ -454,3 +454,77 @@ async fn bad_flags_through_the_binary() {
         flags.len()
     );
 }
+
+/// Hostile exec plugins through the binary: whatever a plugin prints or however it
+/// dies, deploy-pool ends with exit 1 and one line naming the plugin, no panic, and the
+/// join token (which the plugin got on stdin and echoes) shown as `***`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_exec_plugins_through_the_binary() {
+    let h = common::Harness::start("", "").await;
+    let machines = h.path().join("machines");
+    let good = rel::exec_pool_yaml(&h, "gamma", 2, &machines, "");
+    let token = rel::EXEC_JOIN_TOKEN;
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "garbage",
+            "cat >/dev/null; echo 'this is not JSON {'",
+            "not JSON",
+        ),
+        (
+            "wrong-protocol",
+            r#"cat >/dev/null; echo '{"protocol": 99, "machines": []}'"#,
+            "protocol 99",
+        ),
+        (
+            "dies-talking",
+            "cat; echo 'it broke' >&2; exit 3",
+            "exit status: 3",
+        ),
+        (
+            "binary",
+            r#"cat >/dev/null; printf '\377\376\000{"protocol":1'"#,
+            "bad response",
+        ),
+        (
+            "duplicates",
+            r#"cat >/dev/null; echo '{"protocol":1,"machines":[{"name":"gamma-0","state":"running"},{"name":"gamma-0","state":"running"}]}'"#,
+            "gamma-0",
+        ),
+        (
+            "echoes-secrets",
+            r#"exec python3 -c 'import json, sys; print(json.dumps({"protocol": 1, "error": {"message": "no room for " + sys.stdin.read()}}))'"#,
+            "no room for",
+        ),
+    ];
+    for (name, body, says) in cases {
+        let program = h.path().join(format!("{name}.sh"));
+        std::fs::write(&program, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(
+            &program,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let examples =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/exec-plugin.sh");
+        h.write_config(&good.replace(
+            &examples.display().to_string(),
+            &program.display().to_string(),
+        ));
+        let run = h.kbg(&["-vvv", "deploy-pool", "gamma"]).await;
+        let all = format!("{}{}", run.stdout, run.stderr);
+        assert!(!all.contains("panicked"), "{name}: {all}");
+        assert_eq!(run.code, Some(1), "{name}: {all}");
+        let errors = run.error_lines();
+        assert_eq!(errors.len(), 1, "{name}: {}", run.stderr);
+        assert!(
+            errors[0].contains(&program.display().to_string()) && errors[0].contains(says),
+            "{name}: {}",
+            errors[0]
+        );
+        assert!(
+            !all.contains(&token[7..]),
+            "{name}: the join token leaked:\n{all}"
+        );
+        eprintln!("hostile plugin {name}: exit 1: {}", errors[0]);
+    }
+}
