@@ -395,22 +395,23 @@ pub const EXEC_JOIN_TOKEN: &str = "kbgjtk.execpluginjoin12";
 /// (`examples/exec-plugin.sh`), whose machines are JSON records under `machines_dir`; its
 /// boot hook (`providers/exec/tests/support/register-node.py`) registers each machine's
 /// node in `h`'s cluster, as a booting machine's kubelet would, after checking that the
-/// bootstrap carries the join token. `extra_boot` runs first in the hook (`sh -c`), with
-/// the plugin's `KBG_MACHINE` in its environment: a non-zero exit fails the machine.
-/// Returns the `kbg.yaml` text (with `cluster.join`).
-pub fn exec_pool_yaml(
+/// bootstrap carries the join token `token`. `extra_boot` runs first in the hook (`sh
+/// -c`), with the plugin's `KBG_MACHINE` in its environment: a non-zero exit fails the
+/// machine. Returns the pool's block for `pools:` in `kbg.yaml`.
+pub fn exec_pool(
     h: &super::common::Harness,
     name: &str,
     count: usize,
     machines_dir: &std::path::Path,
     extra_boot: &str,
+    token: &str,
 ) -> String {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let d = h.path();
     for (file, text) in [
         ("ca.pem", h.sim.ca_pem().unwrap()),
         ("sim-token", h.sim.token()),
-        ("join-token", EXEC_JOIN_TOKEN),
+        ("join-token", token),
     ] {
         std::fs::write(d.join(file), text).unwrap();
     }
@@ -430,10 +431,25 @@ pub fn exec_pool_yaml(
     };
     let boot = serde_json::to_string(&boot).unwrap();
     format!(
-        "cluster:\n  join:\n    endpoint: {}\n    token: {EXEC_JOIN_TOKEN}\npools:\n  {name}:\n    provider: exec\n    version: v1.33.1\n    count: {count}\n    exec:\n      program: {}\n      config:\n        state_dir: {}\n        boot_command: {boot}\n",
-        h.sim.addr(),
+        "  {name}:\n    provider: exec\n    version: v1.33.1\n    count: {count}\n    exec:\n      program: {}\n      config:\n        state_dir: {}\n        boot_command: {boot}\n",
         root.join("examples/exec-plugin.sh").display(),
         machines_dir.display(),
+    )
+}
+
+/// A whole `kbg.yaml` with `cluster.join` (token [`EXEC_JOIN_TOKEN`]) and the one pool of
+/// [`exec_pool`].
+pub fn exec_pool_yaml(
+    h: &super::common::Harness,
+    name: &str,
+    count: usize,
+    machines_dir: &std::path::Path,
+    extra_boot: &str,
+) -> String {
+    format!(
+        "cluster:\n  join:\n    endpoint: {}\n    token: {EXEC_JOIN_TOKEN}\npools:\n{}",
+        h.sim.addr(),
+        exec_pool(h, name, count, machines_dir, extra_boot, EXEC_JOIN_TOKEN)
     )
 }
 
