@@ -183,3 +183,83 @@ async fn secrets_never_reach_logs_output_events_state_or_leases() {
         cluster.len() / 1024
     );
 }
+
+#[path = "../providers/metal/tests/support/mod.rs"]
+mod metal_lab;
+
+/// The SSH private key: pool `metal` of two bare-metal hosts, each a real sshd on
+/// loopback, bootstrapped by kbg over SSH with the key (the hosts' `kubeadm join` test
+/// double registers the nodes), then torn down over SSH; every line of the key's body is
+/// grepped for in kbg's logs (`RUST_LOG=trace` logs russh's own messages too) and
+/// output, and in the cluster. The join token and CA hash reached the hosts (their join
+/// configuration holds them) and nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ssh_key_never_reaches_logs_output_events_state_or_leases() {
+    let h = Harness::start("", "").await;
+    let lab = metal_lab::Lab::start(&["host-a", "host-b"], Some(&h.kubeconfig));
+    let inventory = lab.inventory(|_| String::new());
+    h.write_config(&format!(
+        "cluster:\n  join:\n    endpoint: {}\npools:\n  metal:\n    provider: metal\n    version: v1.33.1\n    count: 2\n    labels: {{tier: web}}\n    metal:\n      inventory: {}\n      known_hosts: {}\n      connect_timeout_seconds: 60\n      bootstrap_timeout_seconds: 120\n      reset_timeout_seconds: 120\n",
+        h.sim.addr(),
+        inventory.display(),
+        lab.known_hosts.display()
+    ));
+    let key = std::fs::read_to_string(&lab.key).unwrap();
+    let mut canaries: Vec<(&str, String)> = key
+        .lines()
+        .filter(|l| !l.starts_with("-----") && l.len() >= 16)
+        .map(|l| ("a line of the SSH private key", l.to_string()))
+        .collect();
+    assert!(!canaries.is_empty());
+    canaries.push(("the join token", TOKEN_SECRET.to_string()));
+    canaries.push(("the CA hash", CA_HASH[7..].to_string()));
+    let runs: &[(&[&str], Option<&str>)] = &[
+        (&["-vvvv", "deploy-pool", "metal", "-o", "json"], None),
+        (&["status", "-o", "yaml"], Some("trace")),
+        (&["teardown", "metal", "-o", "json"], Some("trace")),
+    ];
+    let mut found = Vec::new();
+    let mut logged = 0;
+    for (args, rust_log) in runs {
+        let mut cmd = h.command(args);
+        cmd.env("KBG_JOIN_TOKEN", TOKEN)
+            .env("KBG_JOIN_CA_CERT_HASH", CA_HASH);
+        if let Some(filter) = rust_log {
+            cmd.env("RUST_LOG", filter);
+        }
+        let out = cmd.output().await.unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.status.code(), Some(0), "{args:?}\n{text}");
+        logged += text.len();
+        found.extend(leaks(
+            &format!("kbg {args:?} (RUST_LOG={rust_log:?})"),
+            &text,
+            &canaries,
+        ));
+    }
+    // The hosts did get the join token, over SSH.
+    let join = lab
+        .host("host-a")
+        .read_state("join.yaml")
+        .unwrap_or_default();
+    assert!(
+        join.contains(TOKEN),
+        "the bootstrap did not reach the host: {join}"
+    );
+    let cluster = cluster_text(&h).await;
+    found.extend(leaks(
+        "the cluster's Events, ConfigMaps, Leases and Nodes",
+        &cluster,
+        &canaries,
+    ));
+    assert!(found.is_empty(), "secrets leaked:\n{}", found.join("\n"));
+    eprintln!(
+        "SSH key: deploy-pool and teardown of 2 bare-metal hosts over SSH, {} KiB of logs (-vvvv, RUST_LOG=trace) and output: no line of the private key, no join token, no CA hash; none in {} KiB of Events, ConfigMaps, Leases and Nodes",
+        logged / 1024,
+        cluster.len() / 1024
+    );
+}

@@ -268,7 +268,17 @@ impl Lab {
         std::fs::copy(key.with_extension("pub"), &authorized).unwrap();
         let bin = dir.path().join("bin");
         std::fs::create_dir(&bin).unwrap();
-        let double = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/fake-host-tool.sh");
+        // Next to this file, whichever package's tests include it (this crate's, or kbg's
+        // end-to-end tests through `#[path]`).
+        let double = ["tests/support", "providers/metal/tests/support"]
+            .iter()
+            .map(|d| {
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join(d)
+                    .join("fake-host-tool.sh")
+            })
+            .find(|p| p.is_file())
+            .expect("fake-host-tool.sh next to the lab's support module");
         for name in FAKED {
             std::fs::copy(&double, bin.join(name)).unwrap();
             set_mode(&bin.join(name), 0o755);
