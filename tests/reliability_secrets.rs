@@ -65,6 +65,25 @@ async fn cluster_text(h: &Harness) -> String {
     text
 }
 
+/// Run kbg with `args` (the join secrets in its environment, `RUST_LOG` if given),
+/// expecting exit `code`; its stdout and stderr.
+async fn run(h: &Harness, args: &[&str], rust_log: Option<&str>, code: i32) -> String {
+    let mut cmd = h.command(args);
+    cmd.env("KBG_JOIN_TOKEN", TOKEN)
+        .env("KBG_JOIN_CA_CERT_HASH", CA_HASH);
+    if let Some(filter) = rust_log {
+        cmd.env("RUST_LOG", filter);
+    }
+    let out = cmd.output().await.unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(code), "{args:?}\n{text}");
+    text
+}
+
 /// Where each canary was found, if anywhere.
 fn leaks(place: &str, text: &str, canaries: &[(&str, String)]) -> Vec<String> {
     canaries
@@ -143,19 +162,7 @@ async fn secrets_never_reach_logs_output_events_state_or_leases() {
     ];
     let mut logged = 0;
     for (args, rust_log, code) in runs {
-        let mut cmd = h.command(args);
-        cmd.env("KBG_JOIN_TOKEN", TOKEN)
-            .env("KBG_JOIN_CA_CERT_HASH", CA_HASH);
-        if let Some(filter) = rust_log {
-            cmd.env("RUST_LOG", filter);
-        }
-        let out = cmd.output().await.unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert_eq!(out.status.code(), Some(*code), "{args:?}\n{text}");
+        let text = run(&h, args, *rust_log, *code).await;
         if args.contains(&"broken") && args.contains(&"deploy-pool") {
             // The plugin did print the user-data: kbg showed it redacted.
             assert!(text.contains("***"), "{args:?}\n{text}");
@@ -221,19 +228,7 @@ async fn the_ssh_key_never_reaches_logs_output_events_state_or_leases() {
     let mut found = Vec::new();
     let mut logged = 0;
     for (args, rust_log) in runs {
-        let mut cmd = h.command(args);
-        cmd.env("KBG_JOIN_TOKEN", TOKEN)
-            .env("KBG_JOIN_CA_CERT_HASH", CA_HASH);
-        if let Some(filter) = rust_log {
-            cmd.env("RUST_LOG", filter);
-        }
-        let out = cmd.output().await.unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert_eq!(out.status.code(), Some(0), "{args:?}\n{text}");
+        let text = run(&h, args, *rust_log, 0).await;
         logged += text.len();
         found.extend(leaks(
             &format!("kbg {args:?} (RUST_LOG={rust_log:?})"),
