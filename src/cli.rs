@@ -13,6 +13,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::duration::clap_parse as duration;
 use crate::plan::BatchSize;
 use crate::selector::Selector;
+use crate::version::KubeVersion;
 
 /// Replace Kubernetes worker pools blue/green: deploy a new pool, migrate the workloads
 /// onto it through the Eviction API, tear the old pool down.
@@ -108,8 +109,14 @@ pub enum Command {
     Rollback(RollbackArgs),
     /// Show the pools, their nodes and the operations in progress
     Status(StatusArgs),
+    /// Show the control plane and kubelet versions and the steps of an upgrade, like kubeadm upgrade plan
+    Plan(PlanArgs),
+    /// Upgrade the masters in place to VERSION, one by one, then their kubelets
+    UpgradeControlPlane(UpgradeControlPlaneArgs),
     /// Run deploy-pool, migrate and teardown on an embedded simulated cluster
     Demo(DemoArgs),
+    /// Print the RBAC manifest kbg needs (ServiceAccount, roles, bindings) for kubectl apply
+    Rbac(RbacArgs),
     /// The simulated cluster
     #[command(subcommand)]
     Sim(SimCommand),
@@ -272,6 +279,58 @@ pub struct StatusArgs {
     pub pool: Option<String>,
 }
 
+/// `kbg plan`.
+#[derive(Debug, Args, Clone, Default)]
+pub struct PlanArgs {
+    /// The version to plan for (without it: the versions on offer)
+    #[arg(long, value_name = "VERSION")]
+    pub to: Option<KubeVersion>,
+}
+
+/// `kbg upgrade-control-plane VERSION`.
+#[derive(Debug, Args, Clone)]
+pub struct UpgradeControlPlaneArgs {
+    /// The version the masters move to: v1.34.1, 1.34.1 (one minor at most above the oldest API server)
+    pub version: KubeVersion,
+
+    /// Print the steps and the scripts kbg would run, and touch nothing
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// How long each master gets to come back (cluster time) [default: control_plane.master_timeout, else 10m]
+    #[arg(long, value_parser = duration, value_name = "DURATION")]
+    pub master_timeout: Option<Duration>,
+
+    /// Pause before repeating a secondary master's failed upgrade [default: control_plane.retry_pause, else 90s]
+    #[arg(long, value_parser = duration, value_name = "DURATION")]
+    pub retry_pause: Option<Duration>,
+
+    /// How many times a secondary master's failed upgrade is repeated [default: control_plane.retries, else 2]
+    #[arg(long, value_name = "N")]
+    pub retries: Option<u32>,
+
+    /// Do not snapshot etcd before the first master
+    #[arg(long)]
+    pub no_etcd_backup: bool,
+
+    /// Bare metal: accept hosts missing from known_hosts (a changed key is still refused)
+    #[arg(long)]
+    pub insecure_accept_host_keys: bool,
+}
+
+/// `kbg rbac`.
+#[derive(Debug, Args, Clone)]
+pub struct RbacArgs {
+    /// Namespace of the ServiceAccount kbg runs as
+    #[arg(long, default_value = "kube-system", value_name = "NAMESPACE")]
+    pub namespace: String,
+
+    /// Name of the ServiceAccount, ClusterRole and ClusterRoleBinding (the Role and
+    /// RoleBinding are NAME-state)
+    #[arg(long, default_value = "kbg", value_name = "NAME")]
+    pub service_account: String,
+}
+
 /// `kbg demo`.
 #[derive(Debug, Args, Clone)]
 pub struct DemoArgs {
@@ -341,6 +400,9 @@ mod tests {
             &["kbg", "migrate", "a", "b", "--pod-selector", "a in b"],
             &["kbg", "deploy-pool"],
             &["kbg", "teardown", "a", "--timeout", "forever"],
+            &["kbg", "upgrade-control-plane", "1.x"],
+            &["kbg", "upgrade-control-plane"],
+            &["kbg", "plan", "--to", "latest"],
         ] {
             let e = Cli::try_parse_from(args).unwrap_err();
             assert_eq!(e.exit_code(), 2, "{args:?}");

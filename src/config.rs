@@ -19,6 +19,11 @@
 //!     ca_cert_hash: sha256:…        # or KBG_JOIN_CA_CERT_HASH
 //! migration:                        # defaults for every `kbg migrate`
 //!   batch_size: 1                   # nodes, or a percentage: "25%"
+//! control_plane:                    # masters, upgraded in place (`kbg upgrade-control-plane`)
+//!   method: kubeadm                 # kubeadm | manifests | charm
+//!   provider: metal                 # whose run-command reaches the masters
+//!   metal: { … }                    # that provider's own block
+//!   available_versions: [v1.33.4, v1.34.1]   # what `kbg plan` offers
 //! pools:
 //!   alpha:
 //!     provider: aws
@@ -257,6 +262,96 @@ impl PoolConfig {
     }
 }
 
+/// How the masters are upgraded in place (`control_plane.method`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CpMethod {
+    /// `kubeadm upgrade apply` on the first master, `kubeadm upgrade node` on the others,
+    /// kubeadm and kubelet packages through the host's package manager.
+    Kubeadm,
+    /// Back up `/etc/kubernetes/manifests`, rewrite the control-plane images' tags, let
+    /// the kubelet restart the static pods (CoreOS style).
+    Manifests,
+    /// `juju refresh` of the control-plane charm, then its `upgrade` action unit by unit
+    /// (Charmed Kubernetes).
+    Charm,
+}
+
+impl CpMethod {
+    /// The names `control_plane.method` accepts.
+    pub const NAMES: &'static str = "kubeadm, manifests, charm";
+}
+
+impl fmt::Display for CpMethod {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CpMethod::Kubeadm => "kubeadm",
+            CpMethod::Manifests => "manifests",
+            CpMethod::Charm => "charm",
+        })
+    }
+}
+
+/// How the kubeadm, kubectl and kubelet packages are installed on a master
+/// (`control_plane.package_manager`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PackageManager {
+    /// Debian and Ubuntu: `apt-get install kubelet=1.34.1-*` from pkgs.k8s.io.
+    Apt,
+    /// RHEL 7 style: `yum install kubelet-1.34.1`.
+    Yum,
+    /// Fedora and RHEL 8+: `dnf install kubelet-1.34.1`.
+    Dnf,
+    /// CoreOS: the kubelet's version is `KUBELET_IMAGE_TAG` in its systemd unit
+    /// (kubelet-wrapper); no kubeadm.
+    KubeletWrapper,
+}
+
+impl PackageManager {
+    /// The names `control_plane.package_manager` accepts.
+    pub const NAMES: &'static str = "apt, yum, dnf, kubelet-wrapper";
+}
+
+/// The `control_plane:` block: how kbg reaches and upgrades the masters. Every field is
+/// optional in the file; `kbg upgrade-control-plane` needs `method` (and `provider`,
+/// except for `charm`, whose provider is `juju`); `kbg plan` needs none of it.
+#[derive(Clone, Debug, Default)]
+pub struct ControlPlaneConfig {
+    /// The upgrade method.
+    pub method: Option<CpMethod>,
+    /// The provider whose run-command reaches the masters, one of [`PROVIDERS`].
+    pub provider: Option<String>,
+    /// That provider's own block (`metal:`, `juju:` …), or `Null`.
+    pub settings: Value,
+    /// Versions the masters may move to, for `kbg plan` to offer (sorted, no duplicates).
+    pub available_versions: Vec<KubeVersion>,
+    /// How kubeadm and kubelet packages are installed.
+    pub package_manager: Option<PackageManager>,
+    /// Snapshot etcd before the first master (where the method can).
+    pub etcd_backup: Option<bool>,
+    /// Where backups go on the masters (etcd snapshots, copies of the manifests).
+    pub backup_dir: Option<String>,
+    /// Where the static pod manifests are on the masters.
+    pub manifests_dir: Option<String>,
+    /// `charm`: the etcd application whose `snapshot` action backs etcd up.
+    pub etcd_application: Option<String>,
+    /// How long each master gets to come back after its upgrade (cluster time).
+    pub master_timeout: Option<Duration>,
+    /// How long one command may run on a master (wall time).
+    pub command_timeout: Option<Duration>,
+    /// The pause before repeating a secondary master's failed upgrade (cluster time).
+    pub retry_pause: Option<Duration>,
+    /// How many times a secondary master's failed upgrade is repeated.
+    pub retries: Option<u32>,
+    /// Scripts replacing the shipped `templates/cp-*.sh.j2`, by step: `etcd_backup`,
+    /// `first_master`, `other_masters`, `kubelet`.
+    pub templates: BTreeMap<String, PathBuf>,
+}
+
+/// The steps whose scripts `control_plane.templates` may replace.
+pub const CP_TEMPLATE_STEPS: &[&str] = &["etcd_backup", "first_master", "other_masters", "kubelet"];
+
 /// A parsed and validated `kbg.yaml`.
 #[derive(Clone, Debug, Default)]
 pub struct Config {
@@ -264,6 +359,8 @@ pub struct Config {
     pub path: Option<PathBuf>,
     /// The `cluster:` block.
     pub cluster: ClusterSettings,
+    /// The `control_plane:` block.
+    pub control_plane: ControlPlaneConfig,
     /// The top-level `migration:` defaults.
     pub migration: MigrationKnobs,
     /// The pools, by name.
@@ -363,7 +460,27 @@ fn join(path: &str, key: &str) -> String {
     }
 }
 
-const TOP_FIELDS: &[&str] = &["cluster", "migration", "pools"];
+const TOP_FIELDS: &[&str] = &["cluster", "control_plane", "migration", "pools"];
+const CONTROL_PLANE_FIELDS: &[&str] = &[
+    "method",
+    "provider",
+    "available_versions",
+    "package_manager",
+    "etcd_backup",
+    "backup_dir",
+    "manifests_dir",
+    "etcd_application",
+    "master_timeout",
+    "command_timeout",
+    "retry_pause",
+    "retries",
+    "templates",
+    "sim",
+    "aws",
+    "juju",
+    "metal",
+    "exec",
+];
 const CLUSTER_FIELDS: &[&str] = &[
     "kubeconfig",
     "context",
@@ -548,6 +665,9 @@ impl Walker {
         if let Some(m) = top.get("migration") {
             cfg.migration = self.migration(m, "migration");
         }
+        if let Some(c) = top.get("control_plane") {
+            cfg.control_plane = self.control_plane(c, "control_plane");
+        }
         if let Some(p) = top.get("pools")
             && let Some(pools) = self.mapping(p, "pools", None)
         {
@@ -725,6 +845,236 @@ impl Walker {
         k
     }
 
+    /// A version string, as in `pools.<pool>.version`.
+    fn version(&mut self, v: &Value, path: &str) -> Option<KubeVersion> {
+        match v {
+            Value::String(s) => {
+                match KubeVersion::parse(s) {
+                    Ok(v) => Some(v),
+                    Err(e) => {
+                        self.issue(
+                        path,
+                        format!("{:?} is not a Kubernetes version: {}; accepted forms: {VERSION_FORMS}", e.input, e.reason),
+                    );
+                        None
+                    }
+                }
+            }
+            Value::Number(n) => {
+                self.issue(
+                    path,
+                    format!("{n} is a number; write the version as a string such as \"v1.31.2\" (YAML reads 1.30 as 1.3); accepted forms: {VERSION_FORMS}"),
+                );
+                None
+            }
+            other => {
+                self.issue(
+                    path,
+                    format!(
+                        "must be a version string such as v1.31.2, not {}",
+                        describe(other)
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn control_plane(&mut self, v: &Value, path: &str) -> ControlPlaneConfig {
+        let mut c = ControlPlaneConfig::default();
+        let Some(m) = self.mapping(v, path, Some(CONTROL_PLANE_FIELDS)) else {
+            return c;
+        };
+        if let Some(x) = m.get("method") {
+            let f = join(path, "method");
+            if let Some(s) = self.string(x, &f) {
+                match s.as_str() {
+                    "kubeadm" => c.method = Some(CpMethod::Kubeadm),
+                    "manifests" => c.method = Some(CpMethod::Manifests),
+                    "charm" => c.method = Some(CpMethod::Charm),
+                    other => self.issue(
+                        f,
+                        format!("{other:?} is not a method; one of: {}", CpMethod::NAMES),
+                    ),
+                }
+            }
+        }
+        if let Some(x) = m.get("provider") {
+            let f = join(path, "provider");
+            if let Some(p) = self.string(x, &f) {
+                if PROVIDERS.contains(&p.as_str()) {
+                    c.provider = Some(p);
+                } else {
+                    self.issue(
+                        f,
+                        format!("{p:?} is not a provider; one of: {}", PROVIDERS.join(", ")),
+                    );
+                }
+            }
+        }
+        if c.method == Some(CpMethod::Charm) && c.provider.is_none() {
+            c.provider = Some("juju".into());
+        }
+        if c.method == Some(CpMethod::Charm)
+            && let Some(p) = c.provider.as_deref().filter(|p| *p != "juju")
+        {
+            self.issue(
+                join(path, "provider"),
+                format!(
+                    "the charm method upgrades masters through Juju; set provider: juju (not {p})"
+                ),
+            );
+        }
+        let provider = c.provider.clone().unwrap_or_default();
+        for p in PROVIDERS {
+            if let Some(block) = m.get(*p) {
+                let f = join(path, p);
+                if provider == *p {
+                    if matches!(block, Value::Object(_) | Value::Null) {
+                        c.settings = block.clone();
+                    } else {
+                        self.issue(
+                            f,
+                            format!(
+                                "must be a mapping of the {p} provider's settings, not {}",
+                                describe(block)
+                            ),
+                        );
+                    }
+                } else {
+                    self.issue(
+                        f,
+                        format!(
+                            "is for the {p} provider but control_plane.provider is {}; remove the block or set provider: {p}",
+                            if provider.is_empty() { "not set" } else { &provider }
+                        ),
+                    );
+                }
+            }
+        }
+        if let Some(x) = m.get("available_versions") {
+            let f = join(path, "available_versions");
+            match x {
+                Value::Array(items) => {
+                    for (i, item) in items.iter().enumerate() {
+                        if let Some(v) = self.version(item, &format!("{f}[{i}]")) {
+                            c.available_versions.push(v);
+                        }
+                    }
+                    c.available_versions.sort();
+                    c.available_versions.dedup();
+                }
+                Value::Null => {}
+                other => self.issue(
+                    f,
+                    format!(
+                        "must be a list of versions such as [v1.33.4, v1.34.1], not {}",
+                        describe(other)
+                    ),
+                ),
+            }
+        }
+        if let Some(x) = m.get("package_manager") {
+            let f = join(path, "package_manager");
+            if let Some(s) = self.string(x, &f) {
+                c.package_manager = match s.as_str() {
+                    "apt" => Some(PackageManager::Apt),
+                    "yum" => Some(PackageManager::Yum),
+                    "dnf" => Some(PackageManager::Dnf),
+                    "kubelet-wrapper" => Some(PackageManager::KubeletWrapper),
+                    other => {
+                        self.issue(
+                            f,
+                            format!(
+                                "{other:?} is not a package manager kbg knows; one of: {}",
+                                PackageManager::NAMES
+                            ),
+                        );
+                        None
+                    }
+                };
+            }
+        }
+        if c.method == Some(CpMethod::Kubeadm)
+            && c.package_manager == Some(PackageManager::KubeletWrapper)
+        {
+            self.issue(
+                join(path, "package_manager"),
+                "kubelet-wrapper hosts have no kubeadm; use method: manifests, or apt, yum or dnf",
+            );
+        }
+        if let Some(x) = m.get("etcd_backup") {
+            c.etcd_backup = self.boolean(x, &join(path, "etcd_backup"));
+        }
+        for (name, slot) in [
+            ("backup_dir", &mut c.backup_dir),
+            ("manifests_dir", &mut c.manifests_dir),
+        ] {
+            if let Some(x) = m.get(name) {
+                let f = join(path, name);
+                if let Some(s) = self.string(x, &f) {
+                    if s.starts_with('/') && !s.contains(['\'', '"', '`', '$', '\n']) {
+                        *slot = Some(s.trim_end_matches('/').to_string());
+                    } else {
+                        self.issue(
+                            f,
+                            format!("{s:?} must be an absolute path on the masters, without quotes, $ or backquotes"),
+                        );
+                    }
+                }
+            }
+        }
+        if let Some(x) = m.get("etcd_application") {
+            let f = join(path, "etcd_application");
+            if let Some(s) = self.string(x, &f) {
+                if validate_dns_label(&s).is_ok() {
+                    c.etcd_application = Some(s);
+                } else {
+                    self.issue(
+                        f,
+                        format!("{s:?} is not a Juju application name such as etcd"),
+                    );
+                }
+            }
+        }
+        for (name, slot, may_be_zero) in [
+            ("master_timeout", &mut c.master_timeout, false),
+            ("command_timeout", &mut c.command_timeout, false),
+            ("retry_pause", &mut c.retry_pause, true),
+        ] {
+            if let Some(x) = m.get(name) {
+                let f = join(path, name);
+                match self.duration(x, &f) {
+                    Some(d) if d.is_zero() && !may_be_zero => {
+                        self.issue(f, "must be longer than 0s");
+                    }
+                    d => *slot = d,
+                }
+            }
+        }
+        if let Some(x) = m.get("retries") {
+            c.retries = self
+                .integer(x, &join(path, "retries"), 0)
+                .map(|n| n.min(100) as u32);
+        }
+        if let Some(x) = m.get("templates") {
+            let tp = join(path, "templates");
+            if c.method == Some(CpMethod::Charm) {
+                self.issue(
+                    &tp,
+                    "the charm method runs the charm's actions, no scripts; remove templates or choose method: kubeadm or manifests",
+                );
+            } else if let Some(t) = self.mapping(x, &tp, Some(CP_TEMPLATE_STEPS)) {
+                for (k, v) in t {
+                    if let Some(s) = self.string(v, &join(&tp, k)) {
+                        c.templates.insert(k.clone(), PathBuf::from(s));
+                    }
+                }
+            }
+        }
+        c
+    }
+
     fn pool(&mut self, name: &str, v: &Value, path: &str) -> Option<PoolConfig> {
         let m = self.mapping(v, path, Some(POOL_FIELDS))?;
         let before = self.issues.len();
@@ -787,21 +1137,7 @@ impl Walker {
         let adopted = m.contains_key("selector");
 
         match m.get("version") {
-            Some(Value::String(s)) => match KubeVersion::parse(s) {
-                Ok(v) => pool.version = Some(v),
-                Err(e) => self.issue(
-                    join(path, "version"),
-                    format!("{:?} is not a Kubernetes version: {}; accepted forms: {VERSION_FORMS}", e.input, e.reason),
-                ),
-            },
-            Some(Value::Number(n)) => self.issue(
-                join(path, "version"),
-                format!("{n} is a number; write the version as a string such as \"v1.31.2\" (YAML reads 1.30 as 1.3); accepted forms: {VERSION_FORMS}"),
-            ),
-            Some(other) => self.issue(
-                join(path, "version"),
-                format!("must be a version string such as v1.31.2, not {}", describe(other)),
-            ),
+            Some(x) => pool.version = self.version(x, &join(path, "version")),
             None if !adopted => self.issue(
                 join(path, "version"),
                 format!("is required for a pool kbg deploys (or give a selector to adopt an existing pool); accepted forms: {VERSION_FORMS}"),
@@ -1146,6 +1482,135 @@ pools:
         ] {
             let c = Config::parse(text).unwrap_or_else(|e| panic!("{name}: {e:?}"));
             assert!(c.pools.len() >= 2, "{name}");
+        }
+    }
+
+    #[test]
+    fn the_control_plane_block() {
+        let c = Config::parse(
+            r#"
+control_plane:
+  method: kubeadm
+  provider: metal
+  metal: {inventory: hosts.yaml}
+  available_versions: [v1.34.1, "1.33.4", v1.34.1]
+  package_manager: dnf
+  etcd_backup: false
+  backup_dir: /srv/kbg/
+  master_timeout: 15m
+  retry_pause: 2m
+  retries: 3
+  templates: {kubelet: my-kubelet.sh.j2}
+"#,
+        )
+        .unwrap();
+        let cp = &c.control_plane;
+        assert_eq!(cp.method, Some(CpMethod::Kubeadm));
+        assert_eq!(cp.provider.as_deref(), Some("metal"));
+        assert_eq!(cp.settings["inventory"], "hosts.yaml");
+        let versions: Vec<String> = cp
+            .available_versions
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(versions, ["v1.33.4", "v1.34.1"], "sorted, once each");
+        assert_eq!(cp.package_manager, Some(PackageManager::Dnf));
+        assert_eq!(cp.etcd_backup, Some(false));
+        assert_eq!(cp.backup_dir.as_deref(), Some("/srv/kbg"));
+        assert_eq!(cp.master_timeout, Some(Duration::from_secs(900)));
+        assert_eq!(cp.retry_pause, Some(Duration::from_secs(120)));
+        assert_eq!(cp.retries, Some(3));
+        assert_eq!(cp.templates["kubelet"], PathBuf::from("my-kubelet.sh.j2"));
+        // The charm method goes through Juju.
+        let c = Config::parse("control_plane: {method: charm}").unwrap();
+        assert_eq!(c.control_plane.provider.as_deref(), Some("juju"));
+        // Each bad field, named with its fix.
+        for (file, field, says) in [
+            (
+                "control_plane: {method: ansible}",
+                "control_plane.method",
+                "one of: kubeadm, manifests, charm",
+            ),
+            (
+                "control_plane: {provider: gce}",
+                "control_plane.provider",
+                "is not a provider",
+            ),
+            (
+                "control_plane: {method: charm, provider: sim}",
+                "control_plane.provider",
+                "set provider: juju",
+            ),
+            (
+                "control_plane: {available_versions: [1.x]}",
+                "control_plane.available_versions[0]",
+                "accepted forms",
+            ),
+            (
+                "control_plane: {available_versions: [1.30]}",
+                "control_plane.available_versions[0]",
+                "YAML reads 1.30 as 1.3",
+            ),
+            (
+                "control_plane: {available_versions: v1.34.1}",
+                "control_plane.available_versions",
+                "must be a list",
+            ),
+            (
+                "control_plane: {package_manager: brew}",
+                "control_plane.package_manager",
+                "apt, yum, dnf, kubelet-wrapper",
+            ),
+            (
+                "control_plane: {method: kubeadm, package_manager: kubelet-wrapper}",
+                "control_plane.package_manager",
+                "no kubeadm",
+            ),
+            (
+                "control_plane: {backup_dir: backups}",
+                "control_plane.backup_dir",
+                "absolute path",
+            ),
+            (
+                "control_plane: {manifests_dir: \"/etc/$x\"}",
+                "control_plane.manifests_dir",
+                "absolute path",
+            ),
+            (
+                "control_plane: {master_timeout: 0s}",
+                "control_plane.master_timeout",
+                "longer than 0s",
+            ),
+            (
+                "control_plane: {retries: -1}",
+                "control_plane.retries",
+                "at least 0",
+            ),
+            (
+                "control_plane: {templates: {first: x.j2}}",
+                "control_plane.templates.first",
+                "did you mean first_master?",
+            ),
+            (
+                "control_plane: {provider: sim, metal: {}}",
+                "control_plane.metal",
+                "set provider: metal",
+            ),
+            (
+                "control_plane: {methd: kubeadm}",
+                "control_plane.methd",
+                "did you mean method?",
+            ),
+            (
+                "control_plane: {method: charm, templates: {kubelet: k.j2}}",
+                "control_plane.templates",
+                "runs the charm's actions",
+            ),
+        ] {
+            let issues = Config::parse(file).expect_err(file);
+            assert_eq!(issues.len(), 1, "{file}: {issues:?}");
+            assert_eq!(issues[0].field, field, "{file}: {issues:?}");
+            assert!(issues[0].message.contains(says), "{file}: {}", issues[0]);
         }
     }
 

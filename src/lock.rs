@@ -207,15 +207,14 @@ pub fn decide(
 
 /// Whether process `pid` exists on this host.
 pub fn process_alive(pid: u32) -> bool {
-    use nix::errno::Errno;
-    use nix::sys::signal::kill;
-    use nix::unistd::Pid;
-    let Ok(raw) = i32::try_from(pid) else {
+    use rustix::io::Errno;
+    use rustix::process::{Pid, test_kill_process};
+    let Some(pid) = i32::try_from(pid).ok().and_then(Pid::from_raw) else {
         return false;
     };
     // Signal 0 checks existence without delivering anything; EPERM means it exists
     // under another user.
-    matches!(kill(Pid::from_raw(raw), None), Ok(()) | Err(Errno::EPERM))
+    matches!(test_kill_process(pid), Ok(()) | Err(Errno::PERM))
 }
 
 struct Held {

@@ -114,6 +114,32 @@ pub async fn build(
     built.map_err(|e| Error::provider(format!("pool {}", pool.name), e))
 }
 
+/// The providers that can hand a pool over with a drain of their own
+/// ([`Provider::hand_over`]): only these are built by `migrate` to ask whether the pool
+/// wants it, so a migration never needs what other providers need to be built (SSH keys,
+/// inventories, cloud credentials).
+pub const HAND_OVER_PROVIDERS: [&str; 1] = ["juju"];
+
+/// The provider of `pool` when the pool asks to be handed over with the provider's own
+/// drain ([`Provider::hands_over`]: Juju's `use_charm_pause: true`); `None`, with nothing
+/// built, for every other pool.
+///
+/// # Errors
+/// As [`build`]: a bad settings block is exit 2, before anything changes.
+pub async fn hand_over_provider(
+    pool: &PoolConfig,
+    spec: &PoolSpec,
+    client: &kube::Client,
+    ledger: Arc<dyn Ledger>,
+    options: &ProviderOptions,
+) -> Result<Option<Box<dyn Provider>>> {
+    if !HAND_OVER_PROVIDERS.contains(&pool.provider.as_str()) {
+        return Ok(None);
+    }
+    let provider = build(pool, spec, client, ledger, options).await?;
+    Ok(provider.hands_over().then_some(provider))
+}
+
 /// Rounds of retrying the machines whose provisioning or deprovisioning failed with a
 /// retryable error.
 const MACHINE_ROUNDS: usize = 4;

@@ -41,6 +41,109 @@ pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(3600);
 /// How long moved workloads get to be Ready again after a batch.
 pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(600);
 
+/// How long a master gets to come back after its upgrade: kubeadm waits up to 5 minutes
+/// for each upgraded static pod (`UpgradeManifestTimeout`); kbg waits for the whole master.
+pub const DEFAULT_MASTER_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long one command may run on a master (wall time): a package download and
+/// `kubeadm upgrade apply` with its image pulls.
+pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(900);
+/// The pause before repeating a secondary master's failed upgrade: the kubeadm HA upgrade
+/// guide saw them succeed "when the operation is simply repeated after a little pause of
+/// one or two minutes".
+pub const DEFAULT_RETRY_PAUSE: Duration = Duration::from_secs(90);
+/// How many times a secondary master's failed upgrade is repeated.
+pub const DEFAULT_RETRIES: u32 = 2;
+/// Where the static pod manifests are: kubeadm's (and the kubelet's `staticPodPath`).
+pub const DEFAULT_MANIFESTS_DIR: &str = "/etc/kubernetes/manifests";
+/// Where kbg keeps backups on the masters.
+pub const DEFAULT_BACKUP_DIR: &str = "/var/lib/kbg/backups";
+/// The etcd application of a Charmed Kubernetes bundle.
+pub const DEFAULT_ETCD_APPLICATION: &str = "etcd";
+
+/// `kbg upgrade-control-plane`'s settings, resolved: flags > `control_plane:` > defaults.
+#[derive(Clone, Debug)]
+pub struct CpSettings {
+    /// The provider whose run-command reaches the masters.
+    pub provider: String,
+    /// Its block under `control_plane:`.
+    pub provider_settings: serde_json::Value,
+    /// What the scripts need (method, package manager, directories).
+    pub scripts: crate::control_plane::ScriptSettings,
+    /// Snapshot etcd before the first master.
+    pub etcd_backup: bool,
+    /// `charm`: the etcd application.
+    pub etcd_application: String,
+    /// Each master's deadline to come back (cluster time).
+    pub master_timeout: Duration,
+    /// One command's deadline (wall time).
+    pub command_timeout: Duration,
+    /// Pause before repeating a secondary master's failed upgrade (cluster time).
+    pub retry_pause: Duration,
+    /// How many times it is repeated.
+    pub retries: u32,
+    /// Replacement scripts, by step.
+    pub templates: std::collections::BTreeMap<String, PathBuf>,
+}
+
+/// Resolve `kbg upgrade-control-plane`'s settings from its flags and `file`.
+///
+/// # Errors
+/// A usage error (exit 2) when `control_plane.method` or `control_plane.provider` is
+/// missing.
+pub fn resolve_control_plane(
+    file: &crate::config::ControlPlaneConfig,
+    flags: &crate::cli::UpgradeControlPlaneArgs,
+) -> Result<CpSettings> {
+    use crate::config::{CpMethod, PackageManager};
+    let method = file.method.ok_or_else(|| {
+        Error::usage(format!(
+            "control_plane.method: is required to upgrade the masters; one of: {} (add a control_plane: block to kbg.yaml)",
+            CpMethod::NAMES
+        ))
+    })?;
+    let provider = file.provider.clone().ok_or_else(|| {
+        Error::usage(
+            "control_plane.provider: is required: the provider whose run-command reaches the masters (metal, exec, sim; juju for the charm method)",
+        )
+    })?;
+    let package_manager = file.package_manager.unwrap_or(match method {
+        CpMethod::Manifests => PackageManager::KubeletWrapper,
+        _ => PackageManager::Apt,
+    });
+    Ok(CpSettings {
+        provider,
+        provider_settings: file.settings.clone(),
+        scripts: crate::control_plane::ScriptSettings {
+            method,
+            package_manager,
+            manifests_dir: file
+                .manifests_dir
+                .clone()
+                .unwrap_or_else(|| DEFAULT_MANIFESTS_DIR.into()),
+            backup_dir: file
+                .backup_dir
+                .clone()
+                .unwrap_or_else(|| DEFAULT_BACKUP_DIR.into()),
+        },
+        etcd_backup: !flags.no_etcd_backup && file.etcd_backup.unwrap_or(true),
+        etcd_application: file
+            .etcd_application
+            .clone()
+            .unwrap_or_else(|| DEFAULT_ETCD_APPLICATION.into()),
+        master_timeout: flags
+            .master_timeout
+            .or(file.master_timeout)
+            .unwrap_or(DEFAULT_MASTER_TIMEOUT),
+        command_timeout: file.command_timeout.unwrap_or(DEFAULT_COMMAND_TIMEOUT),
+        retry_pause: flags
+            .retry_pause
+            .or(file.retry_pause)
+            .unwrap_or(DEFAULT_RETRY_PAUSE),
+        retries: flags.retries.or(file.retries).unwrap_or(DEFAULT_RETRIES),
+        templates: file.templates.clone(),
+    })
+}
+
 /// What every command needs: the config, the cluster, where state lives, the clock, the
 /// output format.
 #[derive(Clone, Debug)]
@@ -377,6 +480,60 @@ mod tests {
         assert!(lines[0].starts_with("--clock-speed"));
         assert!(lines[1].starts_with("--state-namespace"));
         assert!(lines[2].starts_with("KBG_JOIN_TOKEN") && !lines[2].contains("nope"));
+    }
+
+    #[test]
+    fn control_plane_flags_then_file_then_defaults() {
+        use crate::cli::UpgradeControlPlaneArgs;
+        use crate::config::{CpMethod, PackageManager};
+        let args = |extra: &[&str]| {
+            let mut argv = vec!["kbg", "upgrade-control-plane", "v1.34.0"];
+            argv.extend_from_slice(extra);
+            match <crate::cli::Cli as clap::Parser>::try_parse_from(argv)
+                .unwrap()
+                .command
+            {
+                crate::cli::Command::UpgradeControlPlane(a) => a,
+                _ => unreachable!(),
+            }
+        };
+        let none: UpgradeControlPlaneArgs = args(&[]);
+        let e = resolve_control_plane(&Config::default().control_plane, &none).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(
+            e.to_string()
+                .starts_with("control_plane.method: is required"),
+            "{e}"
+        );
+        let cfg =
+            Config::parse("control_plane: {method: manifests, provider: sim, retry_pause: 30s}")
+                .unwrap();
+        let s = resolve_control_plane(&cfg.control_plane, &none).unwrap();
+        assert_eq!(s.scripts.method, CpMethod::Manifests);
+        assert_eq!(
+            s.scripts.package_manager,
+            PackageManager::KubeletWrapper,
+            "CoreOS"
+        );
+        assert_eq!(s.scripts.manifests_dir, DEFAULT_MANIFESTS_DIR);
+        assert_eq!(s.master_timeout, DEFAULT_MASTER_TIMEOUT);
+        assert_eq!(s.retry_pause, Duration::from_secs(30));
+        assert_eq!(s.retries, DEFAULT_RETRIES);
+        assert!(s.etcd_backup);
+        let flags = args(&[
+            "--retry-pause",
+            "5s",
+            "--retries",
+            "0",
+            "--no-etcd-backup",
+            "--master-timeout",
+            "1m",
+        ]);
+        let s = resolve_control_plane(&cfg.control_plane, &flags).unwrap();
+        assert_eq!(
+            (s.retry_pause, s.retries, s.etcd_backup, s.master_timeout),
+            (Duration::from_secs(5), 0, false, Duration::from_secs(60))
+        );
     }
 
     #[test]

@@ -260,7 +260,11 @@ pub fn check_kube_proxy(
         api,
         max_kubelet_lag(api),
         "kube-proxy must not be newer than kube-apiserver",
-        "kube-proxy may be at most three minor versions older than kube-apiserver (two before 1.28)",
+        if max_kubelet_lag(api) == 3 {
+            "kube-proxy may be at most three minor versions older than kube-apiserver"
+        } else {
+            "kube-proxy may be at most two minor versions older than a kube-apiserver before 1.28"
+        },
     )?;
     let d = proxy.minors_ahead_of(kubelet);
     if d.abs() > 3 {
@@ -465,6 +469,53 @@ mod tests {
         assert!(check_kube_proxy(&v("v1.31.0"), &apis, &v("v1.28.0")).is_ok());
         let e = check_kube_proxy(&v("v1.31.0"), &[v("v1.31.0")], &v("v1.27.0")).unwrap_err();
         assert_eq!(e.against_component, Component::Kubelet);
+    }
+
+    #[test]
+    fn kube_proxy_follows_the_1_28_change_too() {
+        // (kube-proxy, API server, allowed?)
+        for (proxy, api, ok) in [
+            ("v1.28.0", "v1.31.0", true),
+            ("v1.27.9", "v1.31.0", false),
+            ("v1.25.0", "v1.27.3", true),
+            ("v1.24.9", "v1.27.3", false),
+            ("v1.31.1", "v1.31.0", false),
+            ("v1.31.0", "v1.31.0", true),
+        ] {
+            let r = check_kube_proxy(&v(proxy), &[v(api)], &v(proxy));
+            assert_eq!(r.is_ok(), ok, "kube-proxy {proxy} vs {api}: {r:?}");
+        }
+        let e = check_kube_proxy(&v("v1.24.9"), &[v("v1.27.3")], &v("v1.24.9")).unwrap_err();
+        assert!(
+            e.rule.contains("two minor versions") && e.rule.contains("1.28"),
+            "{e}"
+        );
+        let e = check_kube_proxy(&v("v1.27.9"), &[v("v1.31.0")], &v("v1.27.9")).unwrap_err();
+        assert!(e.rule.contains("three minor versions"), "{e}");
+    }
+
+    #[test]
+    fn the_1_28_change_counts_from_the_oldest_api_server() {
+        // An HA control plane half-way from 1.27 to 1.28: the 1.27 API server still
+        // allows only two minors.
+        assert!(check_kubelet(&v("v1.25.0"), &[v("v1.28.0")]).is_ok());
+        assert!(check_kubelet(&v("v1.25.0"), &[v("v1.28.0"), v("v1.27.5")]).is_ok());
+        assert!(check_kubelet(&v("v1.24.0"), &[v("v1.28.0")]).is_err());
+        assert!(check_kubelet(&v("v1.24.9"), &[v("v1.28.0"), v("v1.27.5")]).is_err());
+        assert_eq!(max_kubelet_lag(&v("v1.28.0")), 3);
+        assert_eq!(max_kubelet_lag(&v("v1.27.9")), 2);
+    }
+
+    #[test]
+    fn control_plane_components_newer_by_a_patch_are_newer() {
+        for c in [Component::KubeControllerManager, Component::KubeScheduler] {
+            assert!(check_control_plane_component(c, &v("v1.31.1"), &[v("v1.31.0")]).is_err());
+            assert!(check_control_plane_component(c, &v("v1.31.0"), &[v("v1.31.1")]).is_ok());
+            assert!(
+                check_control_plane_component(c, &v("v1.31.0-eks-1"), &[v("v1.31.0")]).is_ok(),
+                "suffixes do not count"
+            );
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! | `migrate.<from>.<to>` | [`MigrateRecord`] |
 //! | `teardown.<name>` | [`TeardownRecord`] |
 //! | `rollback.<from>.<to>` | [`RollbackRecord`] |
+//! | `upgrade-control-plane` | [`ControlPlaneRecord`]: the masters' in-place upgrade |
 //! | `ledger.<key>` | a provider's [`kbg_provider::Ledger`] record |
 //!
 //! Every write is read–modify–write of the whole ConfigMap with its `resourceVersion`:
@@ -351,6 +352,10 @@ pub enum Phase {
     Failed,
     /// migrate: undone by `kbg rollback`.
     RolledBack,
+    /// upgrade-control-plane: upgrading the masters' control planes one by one.
+    UpgradingMasters,
+    /// upgrade-control-plane: upgrading the masters' kubelets one by one.
+    UpgradingKubelets,
 }
 
 impl Phase {
@@ -377,6 +382,9 @@ impl Phase {
             (Deprovisioning, Done) => true,
             (Planned, Uncordoning) => true,
             (Uncordoning, Cordoning | Done) => true,
+            (Planned, UpgradingMasters | UpgradingKubelets | Done) => true,
+            (UpgradingMasters, UpgradingKubelets) => true,
+            (UpgradingKubelets, Done) => true,
             _ => false,
         }
     }
@@ -529,6 +537,76 @@ pub struct RollbackRecord {
     pub uncordoned: Vec<String>,
     /// Source nodes left cordoned because a person had cordoned them.
     pub left_cordoned: Vec<String>,
+}
+
+/// The key of the control-plane upgrade's [`ControlPlaneRecord`].
+pub const CONTROL_PLANE_KEY: &str = "upgrade-control-plane";
+
+/// Where one master stands in an upgrade, in StarlingX's host words
+/// (`system kube-host-upgrade-list`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HostStatus {
+    /// Not started.
+    Pending,
+    /// Its control plane is being upgraded.
+    UpgradingControlPlane,
+    /// Its control plane's upgrade failed; it still runs the old version.
+    UpgradingControlPlaneFailed,
+    /// Its control plane runs the new version; its kubelet does not yet.
+    UpgradedControlPlane,
+    /// Its kubelet is being upgraded (the node is cordoned).
+    UpgradingKubelet,
+    /// Its kubelet's upgrade failed (the node stays cordoned by kbg).
+    UpgradingKubeletFailed,
+    /// Control plane and kubelet run the new version.
+    Upgraded,
+}
+
+/// One master in a [`ControlPlaneRecord`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MasterRecord {
+    /// The node.
+    pub node: String,
+    /// Where it stands.
+    pub status: HostStatus,
+    /// How many times its control-plane upgrade was tried, over every run.
+    #[serde(default)]
+    pub attempts: u32,
+    /// Why its last attempt failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// `upgrade-control-plane`: the in-place upgrade of the masters, StarlingX style.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ControlPlaneRecord {
+    /// Common fields.
+    #[serde(flatten)]
+    pub op: OpHeader,
+    /// `kubeadm`, `manifests` or `charm`.
+    pub method: String,
+    /// The oldest API server's version when the upgrade started.
+    pub from_version: String,
+    /// The version the masters move to.
+    pub to_version: String,
+    /// Where the upgrade stands: `upgrading-second-master-failed`, ….
+    pub state: crate::control_plane::UpgradeState,
+    /// The masters, in the order kbg upgrades them (the first is kubeadm's `apply`).
+    pub masters: Vec<MasterRecord>,
+    /// Where etcd was snapshotted before the first master, once it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etcd_backup: Option<String>,
+    /// `charm`: the control-plane charm was refreshed to the target's channel.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub charm_refreshed: bool,
+}
+
+impl ControlPlaneRecord {
+    /// The master record of `node`.
+    pub fn master_mut(&mut self, node: &str) -> Option<&mut MasterRecord> {
+        self.masters.iter_mut().find(|m| m.node == node)
+    }
 }
 
 /// A [`Ledger`] over the state ConfigMap: key `ledger.<key>`, each record carrying its
@@ -710,6 +788,13 @@ mod tests {
             (Done, RolledBack, true),
             (RolledBack, RolledBack, false),
             (Failed, Done, false),
+            // upgrade-control-plane
+            (Planned, UpgradingMasters, true),
+            (UpgradingMasters, UpgradingKubelets, true),
+            (UpgradingKubelets, Done, true),
+            (Planned, UpgradingKubelets, true),
+            (UpgradingMasters, Done, false),
+            (Draining, UpgradingMasters, false),
         ] {
             assert_eq!(to.may_follow(from), ok, "{from:?} -> {to:?}");
         }

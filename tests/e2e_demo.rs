@@ -117,9 +117,9 @@ async fn sim_serve_runs_the_demo_cluster_until_sigterm() {
         .clone();
     assert_eq!(alpha["nodes"], 4, "{alpha}");
     assert_eq!(alpha["ready"], 4);
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(serve.id().unwrap() as i32),
-        nix::sys::signal::Signal::SIGTERM,
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(serve.id().unwrap() as i32).unwrap(),
+        rustix::process::Signal::TERM,
     )
     .unwrap();
     let out = tokio::time::timeout(Duration::from_secs(60), serve.wait_with_output())

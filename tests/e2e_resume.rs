@@ -261,9 +261,9 @@ async fn ctrl_c_stops_cleanly_and_a_rerun_continues() {
         (evictions(&h).await >= 1).then_some(())
     })
     .await;
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGINT,
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(pid).unwrap(),
+        rustix::process::Signal::INT,
     )
     .unwrap();
     let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())

@@ -203,9 +203,14 @@ fn load(st: &mut State, s: &Scenario) -> Result<(), SimError> {
                 .map_err(|e| fail(format!("namespace {ns}"), e))?;
         }
     }
-    for name in s.control_plane.node_names() {
-        st.add_control_plane_node(&name, &s.version)
+    let masters = s.control_plane.node_names();
+    for name in &masters {
+        st.add_control_plane_node(name, &s.version)
             .map_err(|e| fail(format!("control-plane node {name}"), e))?;
+    }
+    if !masters.is_empty() {
+        st.kubeadm_config()
+            .map_err(|e| fail("kubeadm-config".into(), e))?;
     }
     if s.kube_proxy {
         st.kube_proxy().map_err(|e| fail("kube-proxy".into(), e))?;
@@ -553,6 +558,36 @@ impl SimCluster {
         self.shared
             .write(|st| st.upgrade_control_plane_node(node, version))
             .map_err(|_| SimError::Config(format!("{node}: not a control-plane node")))
+    }
+
+    /// Upgrades part of a control-plane node in place: the static pods of `components`
+    /// (`etcd`, `kube-apiserver`, `kube-controller-manager`, `kube-scheduler`) move to
+    /// `version`, and with `kubelet` among them the node's kubelet reports it. A node
+    /// annotated `sim.kbg.io/fail-upgrade` refuses control-plane upgrades (see
+    /// `sim/SCENARIO.md`).
+    ///
+    /// # Errors
+    /// [`SimError::Config`] naming the problem: not a control-plane node, not a version,
+    /// an unknown component, or the injected failure.
+    pub fn upgrade_master(
+        &self,
+        node: &str,
+        version: &str,
+        components: &[&str],
+    ) -> Result<(), SimError> {
+        if version::parse(version).is_none() {
+            return Err(SimError::Config(format!(
+                "version: {version:?} is not a Kubernetes version"
+            )));
+        }
+        self.shared
+            .write(|st| st.upgrade_master(node, version, components))
+            .map_err(|e| {
+                SimError::Config(format!(
+                    "{node}: {}",
+                    e.body["message"].as_str().unwrap_or("refused")
+                ))
+            })
     }
 
     /// Stops serving: closes watches and connections, stops the controllers, frees the

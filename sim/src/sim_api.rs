@@ -9,13 +9,14 @@
 //! | `GET /sim/v1/time` | `{"now": RFC 3339, "speed": f64}` |
 //! | `POST /sim/v1/nodes/{name}/stop-kubelet` | the node's simulated kubelet stops (NotReady after the grace period) |
 //! | `POST /sim/v1/nodes/{name}/start-kubelet` | and starts again |
-//! | `POST /sim/v1/control-plane/{node}/upgrade` `{"version": "v1.34.0"}` | upgrades a master in place |
+//! | `POST /sim/v1/control-plane/{node}/upgrade` `{"version": "v1.34.0", "components": [...]}` | upgrades a master in place: the static pods and kubelet named in `components` (default: all of `etcd`, `kube-apiserver`, `kube-controller-manager`, `kube-scheduler`, `kubelet`); 500 when the node's `sim.kbg.io/fail-upgrade` annotation says so |
 
 use std::sync::Arc;
 
 use http::Method;
 use serde_json::{Value, json};
 
+use crate::controllers::controlplane::UPGRADABLE;
 use crate::server::Shared;
 use crate::status::ApiError;
 
@@ -72,12 +73,17 @@ pub(crate) fn handle(
         }
         (Method::POST, ["control-plane", node, "upgrade"]) => {
             let v: Value = serde_json::from_slice(body).unwrap_or_default();
-            match v.get("version").and_then(Value::as_str) {
-                Some(ver) if crate::version::parse(ver).is_some() => shared
-                    .write(|st| st.upgrade_control_plane_node(node, ver))
-                    .map(|()| json!({"node": node, "version": ver})),
+            let components: Option<Vec<&str>> = match v.get("components") {
+                None | Some(Value::Null) => Some(UPGRADABLE.to_vec()),
+                Some(Value::Array(items)) => items.iter().map(Value::as_str).collect(),
+                Some(_) => None,
+            };
+            match (v.get("version").and_then(Value::as_str), components) {
+                (Some(ver), Some(components)) if crate::version::parse(ver).is_some() => shared
+                    .write(|st| st.upgrade_master(node, ver, &components))
+                    .map(|()| json!({"node": node, "version": ver, "components": components})),
                 _ => Err(ApiError::bad_request(
-                    "body: {\"version\": \"v1.X.Y\"} expected",
+                    "body: {\"version\": \"v1.X.Y\", \"components\": [\"kube-apiserver\", …]} expected (components optional: all)",
                 )),
             }
         }

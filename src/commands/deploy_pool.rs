@@ -2,8 +2,9 @@
 //! registered and Ready.
 //!
 //! 1. Before anything changes: the pool is in `kbg.yaml`, its provider builds (its
-//!    settings are valid), and its version holds against the API server's under the
-//!    skew policy (a kubelet not newer than kube-apiserver, at most three minors older).
+//!    settings are valid), and its version holds under the skew policy against the
+//!    oldest kube-apiserver (the masters' static pods; `/version` where none is
+//!    visible): a kubelet not newer than kube-apiserver, at most three minors older.
 //! 2. The machine names come from the pool's record in kbg's state (`beta-0` …
 //!    `beta-N`): a rerun asks the provider for the same names, and providers create only
 //!    what is missing, so a crash never doubles the pool.
@@ -69,7 +70,7 @@ pub struct DeployReport {
     pub provider: String,
     /// The kubelet version asked for.
     pub version: String,
-    /// The API server's version it was checked against.
+    /// The oldest kube-apiserver's version, which the pool was checked against.
     pub api_server_version: String,
     /// The pool's machines that exist now.
     pub machines: Vec<MachineRow>,
@@ -215,8 +216,11 @@ pub async fn execute(
         insecure_accept_host_keys: args.insecure_accept_host_keys,
     };
     let provider = providers::build(pool, spec, &ctx.client, ledger, &options).await?;
-    let api = ctx.api_server_version().await?;
-    skew::check_kubelet(&version, std::slice::from_ref(&api))
+    // Against the oldest kube-apiserver: half-way through a control-plane upgrade,
+    // `/version` may answer from an upgraded master.
+    let apis = crate::control_plane::facts::apiserver_versions(ctx).await?;
+    let api = skew::oldest(&apis).clone();
+    skew::check_kubelet(&version, &apis)
         .map_err(|v| Error::usage(format!("pools.{}.version: {v}", pool.name)))?;
 
     ctx.locked(

@@ -40,6 +40,7 @@ use crate::drain::{
     PodDisposition, PodRef, drain_nodes,
 };
 use crate::error::{Error, Result};
+use crate::hand_over::HandOver;
 use crate::plan::plan_batches;
 use crate::pool;
 use crate::preflight::{Allowances, Blocker, PreflightReport, preflight};
@@ -162,6 +163,9 @@ pub struct MigrateReport {
     pub batches: Vec<Vec<String>>,
     /// Nodes drained by this run.
     pub nodes_drained: Vec<String>,
+    /// Nodes the source pool's provider drained itself before kbg's drain confirmed them
+    /// (Juju's charm `pause`, `juju.use_charm_pause: true`); empty otherwise.
+    pub handed_over: Vec<String>,
     /// Pods evicted by this run.
     pub pods_evicted: u64,
     /// PDB refusals (429) retried by this run.
@@ -249,6 +253,8 @@ pub async fn execute(
     drain: &DrainSettings,
 ) -> Result<MigrateReport> {
     let key = op_key("migrate", &[&from.name, &to.name]);
+    // A bad provider block of a pool that hands over is exit 2 before anything is written.
+    HandOver::for_pool(ctx, from, drain).await?;
     // Refuse before taking the Leases, so a refusal writes nothing at all; preflight runs
     // again under them.
     let p = plan(ctx, from, to, drain).await?;
@@ -574,6 +580,7 @@ async fn migrate_inner(
         return Err(Error::Refused(blocker_message(&from.name, &to.name, &p)));
     }
     let opts = drain_options(drain, ctx.clock);
+    let hand_over = HandOver::for_pool(ctx, from, drain).await?;
 
     let prev = ctx.state.get::<MigrateRecord>(key).await?;
     let mut record = MigrateRecord::resume_or_new(prev, ctx.command(), &ctx.holder.identity());
@@ -633,6 +640,7 @@ async fn migrate_inner(
         source_nodes: p.source.iter().map(|n| pool::name(n).to_string()).collect(),
         batches: p.batches.clone(),
         nodes_drained: Vec::new(),
+        handed_over: Vec::new(),
         pods_evicted: 0,
         pdb_retries: 0,
         pdb_waits: 0,
@@ -699,6 +707,23 @@ async fn migrate_inner(
             // Recorded before the drain: a rerun after a kill waits for them first.
             record.waiting_ready = moving.iter().map(ToString::to_string).collect();
             ctx.state.put(key, &record).await?;
+        }
+        // The provider's own drain first where the pool asks for it; kbg's drain then
+        // confirms that nothing is left (and moves what is).
+        if let Some(h) = &hand_over {
+            let nodes: Vec<&Node> = p
+                .source
+                .iter()
+                .filter(|n| todo.iter().any(|t| t == pool::name(n)))
+                .collect();
+            match h.run(ctx, &nodes).await {
+                Ok(o) => report.handed_over.extend(o.nodes),
+                Err(e) => {
+                    record.op.fail(&e.to_string());
+                    ctx.state.put(key, &record).await?;
+                    return Err(e);
+                }
+            }
         }
         let result = tokio::select! {
             r = drain_nodes(&ctx.client, &todo, &opts, &observer) => r,

@@ -5,9 +5,12 @@
 pub mod demo;
 pub mod deploy_pool;
 pub mod migrate;
+pub mod plan;
+pub mod rbac;
 pub mod rollback;
 pub mod status;
 pub mod teardown;
+pub mod upgrade_control_plane;
 
 use std::future::Future;
 use std::process::ExitCode;
@@ -177,7 +180,12 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Teardown(ref args) => teardown::run(resolve()?, args.clone(), ui).await,
         Command::Rollback(ref args) => rollback::run(resolve()?, args.clone(), ui).await,
         Command::Status(ref args) => status::run(resolve()?, args.clone(), ui).await,
+        Command::Plan(ref args) => plan::run(resolve()?, args.clone(), ui).await,
+        Command::UpgradeControlPlane(ref args) => {
+            upgrade_control_plane::run(resolve()?, args.clone(), ui).await
+        }
         Command::Demo(ref args) => demo::run(&cli.global, args.clone(), ui).await,
+        Command::Rbac(ref args) => rbac::run(&resolve()?, args),
         Command::Sim(crate::cli::SimCommand::Serve(ref args)) => kbg_sim::serve(args.clone())
             .await
             .map(|()| ExitCode::SUCCESS)

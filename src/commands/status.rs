@@ -1,5 +1,7 @@
-//! `kbg status`: the pools and their nodes, the operations kbg recorded, and who holds
-//! which pool. Read-only: three lists, one read of the state ConfigMap.
+//! `kbg status`: the pools and their nodes, the masters' control-plane and kubelet
+//! versions with the state of a control-plane upgrade (StarlingX's
+//! `upgrading-second-master`, …), the operations kbg recorded, and who holds which pool.
+//! Read-only: three lists, one read of the state ConfigMap.
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -11,13 +13,14 @@ use serde::Serialize;
 
 use super::Ctx;
 use crate::cli::StatusArgs;
+use crate::control_plane::Facts;
 use crate::cordon;
 use crate::error::{Error, Result};
 use crate::lock::COMMAND_ANNOTATION;
 use crate::pool;
 use crate::retry::retry;
 use crate::settings::Settings;
-use crate::state::{MANAGED_BY, OpHeader};
+use crate::state::{CONTROL_PLANE_KEY, ControlPlaneRecord, HostStatus, MANAGED_BY, OpHeader};
 use crate::ui::Ui;
 
 /// One node.
@@ -74,6 +77,44 @@ pub struct OperationRow {
     pub header: OpHeader,
 }
 
+/// One master: its control plane and kubelet, and where an upgrade left it.
+#[derive(Debug, Clone, Serialize)]
+pub struct MasterRow {
+    /// Node name.
+    pub name: String,
+    /// The oldest version among its static pods (kube-apiserver,
+    /// kube-controller-manager, kube-scheduler), when visible.
+    pub control_plane_version: Option<String>,
+    /// Its kubelet's version.
+    pub kubelet_version: Option<String>,
+    /// Ready condition.
+    pub ready: bool,
+    /// The version the recorded upgrade moves it to.
+    pub target_version: Option<String>,
+    /// Where the recorded upgrade left it (`upgraded-control-plane`,
+    /// `upgrading-control-plane-failed`, …).
+    pub upgrade_status: Option<HostStatus>,
+}
+
+/// The control-plane upgrade kbg recorded.
+#[derive(Debug, Clone, Serialize)]
+pub struct ControlPlaneUpgradeRow {
+    /// The version it started from.
+    pub from_version: String,
+    /// The version it moves to.
+    pub to_version: String,
+    /// `kubeadm`, `manifests` or `charm`.
+    pub method: String,
+    /// StarlingX's state: `upgrading-second-master-failed`, `upgrade-complete`, ….
+    pub state: String,
+    /// Why it stopped, when it failed.
+    pub message: Option<String>,
+    /// When the record last changed.
+    pub updated_at: String,
+    /// Where etcd was snapshotted.
+    pub etcd_backup: Option<String>,
+}
+
 /// One held pool.
 #[derive(Debug, Clone, Serialize)]
 pub struct LockRow {
@@ -96,6 +137,10 @@ pub struct StatusReport {
     pub pools: Vec<PoolRow>,
     /// Nodes.
     pub nodes: Vec<NodeRow>,
+    /// The masters' control-plane and kubelet versions.
+    pub masters: Vec<MasterRow>,
+    /// The control-plane upgrade kbg recorded, if any.
+    pub control_plane_upgrade: Option<ControlPlaneUpgradeRow>,
     /// Operations recorded in kbg's state (unfinished first).
     pub operations: Vec<OperationRow>,
     /// Pools held by a kbg now.
@@ -146,6 +191,49 @@ impl StatusReport {
             }),
         ));
         out.push('\n');
+        if !self.masters.is_empty() {
+            out.push('\n');
+            out.push_str(&crate::ui::table(
+                [
+                    "MASTER",
+                    "CONTROL PLANE",
+                    "KUBELET",
+                    "READY",
+                    "TARGET",
+                    "UPGRADE",
+                ],
+                self.masters.iter().map(|m| {
+                    [
+                        m.name.clone(),
+                        m.control_plane_version
+                            .clone()
+                            .unwrap_or_else(|| "-".into()),
+                        m.kubelet_version.clone().unwrap_or_else(|| "-".into()),
+                        if m.ready { "True" } else { "False" }.into(),
+                        m.target_version.clone().unwrap_or_else(|| "-".into()),
+                        m.upgrade_status
+                            .and_then(|s| serde_json::to_value(s).ok())
+                            .and_then(|v| v.as_str().map(str::to_string))
+                            .unwrap_or_else(|| "-".into()),
+                    ]
+                }),
+            ));
+            out.push('\n');
+        }
+        if let Some(u) = &self.control_plane_upgrade {
+            out.push_str(&format!(
+                "\ncontrol-plane upgrade {} → {} ({}): {}{} (updated {})\n",
+                u.from_version,
+                u.to_version,
+                u.method,
+                u.state,
+                u.message
+                    .as_ref()
+                    .map(|m| format!(": {m}"))
+                    .unwrap_or_default(),
+                u.updated_at
+            ));
+        }
         let active: Vec<&OperationRow> = self
             .operations
             .iter()
@@ -273,6 +361,36 @@ pub async fn status(ctx: &Ctx, args: &StatusArgs) -> Result<StatusReport> {
         .collect();
 
     let data = ctx.state.read_all().await?;
+    let record: Option<ControlPlaneRecord> = data
+        .get(CONTROL_PLANE_KEY)
+        .and_then(|raw| serde_json::from_str(raw).ok());
+    let facts = Facts::from_objects(api_version.clone(), &nodes, &pods, config);
+    let masters: Vec<MasterRow> = facts
+        .masters
+        .iter()
+        .map(|m| {
+            let recorded = record
+                .as_ref()
+                .and_then(|r| r.masters.iter().find(|x| x.node == m.node));
+            MasterRow {
+                name: m.node.clone(),
+                control_plane_version: m.control_plane_version().map(|v| v.to_string()),
+                kubelet_version: m.kubelet.as_ref().map(ToString::to_string),
+                ready: m.ready,
+                target_version: recorded.and(record.as_ref()).map(|r| r.to_version.clone()),
+                upgrade_status: recorded.map(|x| x.status),
+            }
+        })
+        .collect();
+    let control_plane_upgrade = record.map(|r| ControlPlaneUpgradeRow {
+        from_version: r.from_version,
+        to_version: r.to_version,
+        method: r.method,
+        state: r.state.to_string(),
+        message: r.op.message,
+        updated_at: r.op.updated_at.to_string(),
+        etcd_backup: r.etcd_backup,
+    });
     let mut operations: Vec<OperationRow> = data
         .iter()
         .filter(|(k, _)| !k.starts_with("pool.") && !k.starts_with("ledger."))
@@ -324,6 +442,8 @@ pub async fn status(ctx: &Ctx, args: &StatusArgs) -> Result<StatusReport> {
         api_server_version: api_version.to_string(),
         pools,
         nodes: rows,
+        masters,
+        control_plane_upgrade,
         operations,
         locks,
     })

@@ -233,3 +233,44 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Watches every PDB from now on and keeps, per PDB (`namespace/name`), the lowest
+/// `currentHealthy - desiredHealthy` seen once it was first satisfied (the definition of
+/// the simulator's books).
+pub fn watch_pdbs(
+    client: kube::Client,
+) -> std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, i32>>> {
+    use futures::StreamExt;
+    use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+    use kube::runtime::{WatchStreamExt, watcher};
+    let margins = std::sync::Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::<
+        String,
+        i32,
+    >::new()));
+    let m = margins.clone();
+    tokio::spawn(async move {
+        let api: kube::Api<PodDisruptionBudget> = kube::Api::all(client);
+        let mut stream = watcher(api, watcher::Config::default())
+            .default_backoff()
+            .applied_objects()
+            .boxed();
+        while let Some(Ok(pdb)) = stream.next().await {
+            let Some(s) = pdb.status else { continue };
+            let key = format!(
+                "{}/{}",
+                pdb.metadata.namespace.unwrap_or_default(),
+                pdb.metadata.name.unwrap_or_default()
+            );
+            let margin = s.current_healthy - s.desired_healthy;
+            let mut all = m.lock().unwrap();
+            match all.get_mut(&key) {
+                Some(low) => *low = (*low).min(margin),
+                None if margin >= 0 => {
+                    all.insert(key, margin);
+                }
+                None => {}
+            }
+        }
+    });
+    margins
+}

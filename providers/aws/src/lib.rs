@@ -26,7 +26,10 @@
 //! - **Run-command** would need SSM `SendCommand` and is not supported yet.
 //!
 //! The node a machine's kubelet registers carries `spec.providerID`
-//! `aws:///<availability-zone>/<instance-id>`, the form the AWS cloud provider writes.
+//! `aws:///<availability-zone>/<instance-id>`, the form the AWS cloud provider writes: kbg's
+//! built-in user data reads both from the instance metadata service (IMDSv2) at boot and
+//! passes them to the kubelet (`--provider-id`), so nodes map to instances without a
+//! cloud-controller-manager; the node is named after the machine.
 //!
 //! ## Secrets
 //!
@@ -301,8 +304,10 @@ impl AwsProvider {
     }
 
     /// The node name the machine's kubelet registers: kbg's built-in template sets
-    /// `nodeRegistration.name` to the machine name; other bootstraps (a user's template,
-    /// EKS's) keep the kubelet's default, the instance's private DNS name.
+    /// `nodeRegistration.name` to the machine name (and `--provider-id`
+    /// `aws:///<az>/<instance-id>` from instance metadata, the machine's
+    /// [`Machine::provider_id`]); other bootstraps (a user's template, EKS's) keep the
+    /// kubelet's default, the instance's private DNS name.
     fn node_name(&self, machine: &str, instance: &Instance) -> Option<String> {
         match self.settings.user_data {
             UserData::Builtin(_) => Some(machine.to_string()),

@@ -506,7 +506,10 @@ impl Settings {
         pool: &PoolSpec,
         machine: &str,
     ) -> Result<Secret, ProviderError> {
-        let ctx = BootstrapContext::new(pool, machine);
+        // `cloud: aws`: kbg's template registers the node with the provider ID
+        // `aws:///<az>/<instance-id>` from instance metadata (see `AwsProvider`'s
+        // `node_name`); a user's template may do the same.
+        let ctx = BootstrapContext::new(pool, machine).on_cloud(PROVIDER);
         let (rendered, field) = match &self.user_data {
             UserData::Builtin(t) => (bootstrap::render_builtin(*t, &ctx)?, "user_data"),
             UserData::File { path, source } => {

@@ -293,10 +293,19 @@ async fn user_data_is_the_rendered_template_with_the_pools_version_labels_and_ta
         .unwrap();
         let expected = bootstrap::render_builtin(
             BuiltinTemplate::CloudInitKubeadm,
-            &BootstrapContext::new(&beta, &m.name),
+            &BootstrapContext::new(&beta, &m.name).on_cloud("aws"),
         )
         .unwrap();
         assert_eq!(text, expected.expose());
+        // The kubelet registers the machine's provider ID, read from instance metadata at
+        // boot, under the machine's name: what the provider says the node will be.
+        assert!(text.contains("provider-id: \"@PROVIDER_ID@\""));
+        assert!(text.contains("sed -i \"s|@PROVIDER_ID@|aws:///$az/$id|\""));
+        assert_eq!(m.node_name.as_deref(), Some(m.name.as_str()));
+        assert_eq!(
+            m.provider_id.as_deref(),
+            Some(format!("aws:///{}/{}", m.details["zone"], m.details["instance-id"]).as_str())
+        );
         assert!(text.starts_with("#cloud-config\n"));
         assert!(text.contains("kubelet=1.31.2-*"), "the pool's version");
         assert!(text.contains("node-labels: \"kbg.io/pool=beta,tier=web\""));

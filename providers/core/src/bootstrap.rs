@@ -74,7 +74,8 @@ impl BuiltinTemplate {
 
 /// The names [`BootstrapContext`] defines itself; [`BootstrapContext::with_var`] cannot
 /// take them.
-const RESERVED_VARIABLES: [&str; 11] = [
+const RESERVED_VARIABLES: [&str; 12] = [
+    "cloud",
     "pool",
     "machine",
     "version",
@@ -93,11 +94,13 @@ const RESERVED_VARIABLES: [&str; 11] = [
 /// Variables: `pool`, `machine`, `version` (`v1.31.2`), `semver` (`1.31.2`), `minor`
 /// (`1.31`), `labels` (map), `taints` (list of `{key, value, effect}`), `node_labels`
 /// (the kubelet's `--node-labels` value, `k=v,k2=v2`), `register_with_taints`
-/// (`k=v:NoSchedule,…`), `join.endpoint`, `join.token`, `join.ca_cert_hash`, and
-/// `settings` (the provider's own block from `kbg.yaml`), plus whatever a provider adds
-/// with [`BootstrapContext::with_var`].
+/// (`k=v:NoSchedule,…`), `join.endpoint`, `join.token`, `join.ca_cert_hash`,
+/// `settings` (the provider's own block from `kbg.yaml`) and `cloud` (see
+/// [`BootstrapContext::on_cloud`]), plus whatever a provider adds with
+/// [`BootstrapContext::with_var`].
 #[derive(Clone, Debug, Serialize)]
 pub struct BootstrapContext {
+    cloud: String,
     pool: String,
     machine: String,
     version: String,
@@ -146,6 +149,7 @@ impl BootstrapContext {
             .collect::<Vec<_>>()
             .join(",");
         BootstrapContext {
+            cloud: String::new(),
             pool: pool.name.clone(),
             machine: machine.to_string(),
             version: pool.version.clone(),
@@ -173,6 +177,18 @@ impl BootstrapContext {
             settings: pool.settings.clone(),
             extra: BTreeMap::new(),
         }
+    }
+
+    /// The same context for a machine booting on `cloud` (`aws`): a template can then ask
+    /// the platform at boot for what kbg cannot know when it renders, e.g.
+    /// [`BuiltinTemplate::CloudInitKubeadm`] reads the instance ID and availability zone
+    /// from EC2's instance metadata (IMDSv2) and registers the node with the provider ID
+    /// `aws:///<az>/<instance-id>`, as the AWS cloud provider writes it. Without it
+    /// (`cloud` is `""`) templates stay generic.
+    #[must_use]
+    pub fn on_cloud(mut self, cloud: &str) -> Self {
+        self.cloud = cloud.to_string();
+        self
     }
 
     /// The same context with one more variable, `name`, for a provider's own template
@@ -253,8 +269,9 @@ pub fn render_str(
 ///
 /// The manifest holds a ServiceAccount, a ClusterRole and ClusterRoleBinding with the
 /// cluster-wide permissions kbg needs (nodes, pods, `pods/eviction`, PDBs, workload
-/// controllers, Events), and a Role and RoleBinding for its state ConfigMap and Leases in
-/// the state namespace only.
+/// controllers, events.k8s.io Events), and a Role and RoleBinding for its state ConfigMap
+/// and Leases in the state namespace only; each verb is one kbg uses (`tests/e2e_rbac.rs`
+/// in the kbg package checks the rules against the requests of a whole blue/green).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct RbacContext {
     /// Name of the ServiceAccount, ClusterRole and ClusterRoleBinding; the Role and
@@ -366,6 +383,149 @@ mod tests {
         )
         .unwrap();
         insta::assert_snapshot!(out.expose());
+    }
+
+    #[test]
+    fn cloud_init_on_aws_registers_the_provider_id_from_instance_metadata() {
+        let generic = render_builtin(
+            BuiltinTemplate::CloudInitKubeadm,
+            &BootstrapContext::new(&pool(), "beta-0"),
+        )
+        .unwrap();
+        assert!(!generic.expose().contains("provider-id"));
+        assert!(!generic.expose().contains("169.254.169.254"));
+        let out = render_builtin(
+            BuiltinTemplate::CloudInitKubeadm,
+            &BootstrapContext::new(&pool(), "beta-0").on_cloud("aws"),
+        )
+        .unwrap();
+        let text = out.expose();
+        insta::assert_snapshot!(text);
+        // Still one YAML document cloud-init reads; the join configuration in it names the
+        // machine and carries the placeholder the boot script fills in.
+        let doc: serde_json::Value = serde_saphyr::from_str(text).unwrap();
+        let files = doc["write_files"].as_array().unwrap();
+        let file = |path: &str| {
+            files
+                .iter()
+                .find(|f| f["path"] == path)
+                .unwrap_or_else(|| panic!("{path} in {files:?}"))
+        };
+        let join: serde_json::Value =
+            serde_saphyr::from_str(file("/etc/kbg/join.yaml")["content"].as_str().unwrap())
+                .unwrap();
+        assert_eq!(join["nodeRegistration"]["name"], "beta-0");
+        assert_eq!(
+            join["nodeRegistration"]["kubeletExtraArgs"]["provider-id"],
+            "@PROVIDER_ID@"
+        );
+        let script = file("/etc/kbg/provider-id.sh");
+        assert_eq!(script["permissions"], "0700");
+        let script = script["content"].as_str().unwrap();
+        // IMDSv2: a token by PUT, then GETs that carry it.
+        assert!(script.contains("-X PUT \"$imds/api/token\""), "{script}");
+        assert!(
+            script.contains("X-aws-ec2-metadata-token: $token"),
+            "{script}"
+        );
+        assert!(script.contains("aws:///$az/$id"), "{script}");
+        let runcmd: Vec<&str> = doc["runcmd"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|c| c.as_str())
+            .collect();
+        assert!(
+            runcmd.contains(&"/etc/kbg/provider-id.sh && kubeadm join --config /etc/kbg/join.yaml"),
+            "{runcmd:?}"
+        );
+    }
+
+    /// The boot script under a real `sh`, with a stand-in for `curl` that answers as EC2's
+    /// instance metadata service does for IMDSv2 (a token for the PUT; metadata only for
+    /// GETs carrying that token), and the join configuration in a temp dir.
+    #[test]
+    fn the_aws_boot_script_fills_in_the_provider_id_from_imdsv2() {
+        let out = render_builtin(
+            BuiltinTemplate::CloudInitKubeadm,
+            &BootstrapContext::new(&pool(), "beta-0").on_cloud("aws"),
+        )
+        .unwrap();
+        let doc: serde_json::Value = serde_saphyr::from_str(out.expose()).unwrap();
+        let content = |path: &str| {
+            doc["write_files"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|f| f["path"] == path)
+                .unwrap()["content"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let join = dir.path().join("join.yaml");
+        std::fs::write(&join, content("/etc/kbg/join.yaml")).unwrap();
+        let script = dir.path().join("provider-id.sh");
+        std::fs::write(
+            &script,
+            content("/etc/kbg/provider-id.sh")
+                .replace("/etc/kbg/join.yaml", join.to_str().unwrap()),
+        )
+        .unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        std::fs::write(
+            bin.join("curl"),
+            r#"#!/bin/sh
+method=GET; token=""; url=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -X) method=$2; shift ;;
+    -H) case "$2" in X-aws-ec2-metadata-token:*) token=${2#*: } ;; esac; shift ;;
+    --retry) shift ;;
+    -*) ;;
+    *) url=$1 ;;
+  esac
+  shift
+done
+echo "$method $url" >> "$(dirname "$0")/calls"
+case "$method $url" in
+  "PUT http://169.254.169.254/latest/api/token") echo "t0k3n" ;;
+  "GET http://169.254.169.254/latest/meta-data/"*)
+    [ "$token" = t0k3n ] || { echo "401 Unauthorized" >&2; exit 22; }
+    case "$url" in
+      */instance-id) echo "i-0123456789abcdef0" ;;
+      */placement/availability-zone) echo "eu-west-1b" ;;
+      *) exit 22 ;;
+    esac ;;
+  *) exit 22 ;;
+esac
+"#,
+        )
+        .unwrap();
+        std::fs::set_permissions(
+            bin.join("curl"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let status = std::process::Command::new("sh")
+            .arg(&script)
+            .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let filled = std::fs::read_to_string(&join).unwrap();
+        assert!(
+            filled.contains("provider-id: \"aws:///eu-west-1b/i-0123456789abcdef0\""),
+            "{filled}"
+        );
+        assert!(!filled.contains("@PROVIDER_ID@"));
+        let calls = std::fs::read_to_string(bin.join("calls")).unwrap();
+        assert!(
+            calls.starts_with("PUT http://169.254.169.254/latest/api/token\n"),
+            "{calls}"
+        );
     }
 
     #[test]
@@ -549,44 +709,36 @@ mod tests {
         let k = |kind: &str, ns: &str, group: &str, resource: &str| {
             (kind.into(), ns.into(), group.into(), resource.into())
         };
-        let read = ["get", "list", "watch"];
-        let state = ["get", "list", "watch", "create", "update", "patch"];
+        let list_watch = ["list", "watch"];
         let expected = BTreeMap::from([
             (
                 k("ClusterRole", "", "", "nodes"),
-                v(&["get", "list", "watch", "patch", "update", "delete"]),
+                v(&["get", "list", "watch", "patch", "delete"]),
             ),
-            (k("ClusterRole", "", "", "pods"), v(&read)),
+            (k("ClusterRole", "", "", "pods"), v(&list_watch)),
             (k("ClusterRole", "", "", "pods/eviction"), v(&["create"])),
             (
                 k("ClusterRole", "", "policy", "poddisruptionbudgets"),
-                v(&read),
+                v(&list_watch),
             ),
-            (
-                k("ClusterRole", "", "apps", "deployments"),
-                v(&["get", "list"]),
-            ),
+            (k("ClusterRole", "", "apps", "deployments"), v(&list_watch)),
+            (k("ClusterRole", "", "apps", "statefulsets"), v(&list_watch)),
             (
                 k("ClusterRole", "", "apps", "replicasets"),
-                v(&["get", "list"]),
+                v(&["get", "list", "watch"]),
             ),
-            (
-                k("ClusterRole", "", "apps", "statefulsets"),
-                v(&["get", "list"]),
-            ),
-            (
-                k("ClusterRole", "", "apps", "daemonsets"),
-                v(&["get", "list"]),
-            ),
-            (k("ClusterRole", "", "", "events"), v(&["create", "patch"])),
+            (k("ClusterRole", "", "apps", "daemonsets"), v(&["list"])),
             (
                 k("ClusterRole", "", "events.k8s.io", "events"),
                 v(&["create", "patch"]),
             ),
-            (k("Role", "kbg-system", "", "configmaps"), v(&state)),
+            (
+                k("Role", "kbg-system", "", "configmaps"),
+                v(&["get", "create", "update"]),
+            ),
             (
                 k("Role", "kbg-system", "coordination.k8s.io", "leases"),
-                v(&state),
+                v(&["get", "list", "create", "update"]),
             ),
         ]);
         assert_eq!(rules, expected);

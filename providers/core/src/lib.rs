@@ -204,6 +204,26 @@ pub struct DeprovisionReport {
     pub failed: Vec<ProviderError>,
 }
 
+/// How kbg's drain flags reach a provider's own hand-over ([`Provider::hand_over`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HandOverOptions {
+    /// kbg's `--delete-emptydir-data` (kubectl drain's flag of the same name; the Juju
+    /// worker charm's `pause` calls it `delete-local-data`): also evict pods with
+    /// `emptyDir` volumes.
+    pub delete_emptydir_data: bool,
+    /// kbg's `--force`: also evict pods no controller manages.
+    pub force: bool,
+}
+
+/// The outcome of [`Provider::hand_over`].
+#[derive(Debug, Default)]
+pub struct HandOverReport {
+    /// Names of the machines the provider handed over (its drain finished on them).
+    pub handed_over: Vec<String>,
+    /// One error per machine it could not hand over, with the provider's own words.
+    pub failed: Vec<ProviderError>,
+}
+
 /// A command to run on a machine, for the control-plane path.
 #[derive(Clone, Debug)]
 pub struct RemoteCommand {
@@ -260,6 +280,35 @@ pub trait Provider: Send + Sync + fmt::Debug {
     /// whole request failed.
     async fn deprovision(&self, pool: &PoolSpec, machines: &[Machine])
     -> Result<DeprovisionReport>;
+
+    /// Whether this pool asks for the provider's own hand-over ([`Provider::hand_over`])
+    /// instead of kbg's drain when it is the source of a migration (Juju:
+    /// `use_charm_pause: true`). Default: `false`.
+    fn hands_over(&self) -> bool {
+        false
+    }
+
+    /// Move the workloads off `machines` with the provider's own drain: the Juju worker
+    /// charm's `pause` action, which runs `kubectl drain` on its node. kbg has already
+    /// cordoned their nodes, and checks afterwards with its own drain that nothing is left
+    /// and that no PodDisruptionBudget went below its desired healthy count meanwhile.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Unsupported`] where the provider has no drain of its own (the
+    /// default); a per-machine failure goes into [`HandOverReport::failed`]; an `Err`
+    /// means the hand-over could not be started.
+    async fn hand_over(
+        &self,
+        pool: &PoolSpec,
+        machines: &[Machine],
+        options: &HandOverOptions,
+    ) -> Result<HandOverReport> {
+        let _ = (pool, machines, options);
+        Err(ProviderError::unsupported(
+            self.kind(),
+            "this provider has no drain of its own; kbg drains the pool itself",
+        ))
+    }
 
     /// Run `command` on `machine` (control-plane upgrades).
     ///

@@ -14,7 +14,7 @@
 //! | `deprovision`   | `remove-unit <units…> --no-prompt`, or `remove-application <pool>      |
 //! |                 | --no-prompt` when every unit goes; then `status` until they are gone   |
 //! | `run_command`   | `exec --unit <unit> --timeout Ns -- <script>`                          |
-//! | [`JujuProvider::pause`] | `run <units…> pause delete-local-data=… force=…`               |
+//! | `hand_over`, [`JujuProvider::pause`] | `run <units…> pause delete-local-data=… force=…` (when `use_charm_pause`) |
 //! | [`JujuProvider::refresh_application`] | `refresh <application> --channel …` (masters)    |
 //!
 //! **Machines and units.** Juju names units itself (`beta/3`) and never reuses a number,
@@ -53,8 +53,9 @@ use async_trait::async_trait;
 use backon::{ExponentialBuilder, Retryable};
 use kbg_provider::bootstrap::{self, BootstrapContext, BuiltinTemplate};
 use kbg_provider::{
-    CommandOutput, DeprovisionReport, ErrorKind, Ledger, Machine, MachineState, MemoryLedger,
-    PoolSpec, Provider, ProviderError, ProvisionReport, RemoteCommand, Result, Secret,
+    CommandOutput, DeprovisionReport, ErrorKind, HandOverOptions, HandOverReport, Ledger, Machine,
+    MachineState, MemoryLedger, PoolSpec, Provider, ProviderError, ProvisionReport, RemoteCommand,
+    Result, Secret,
 };
 use serde_json::{Value, json};
 use tokio::sync::OnceCell;
@@ -1045,6 +1046,25 @@ impl Provider for JujuProvider {
         let gone: Vec<String> = report.removed.clone();
         self.record(&[], &gone, None).await?;
         Ok(report)
+    }
+
+    fn hands_over(&self) -> bool {
+        self.settings.use_charm_pause
+    }
+
+    async fn hand_over(
+        &self,
+        pool: &PoolSpec,
+        machines: &[Machine],
+        options: &HandOverOptions,
+    ) -> Result<HandOverReport> {
+        let report = self
+            .pause(pool, machines, options.delete_emptydir_data, options.force)
+            .await?;
+        Ok(HandOverReport {
+            handed_over: report.done,
+            failed: report.failed,
+        })
     }
 
     async fn run_command(

@@ -16,15 +16,18 @@
 //! - a host with no line at all is unknown: refused, unless the operator explicitly set
 //!   `insecure_accept_host_keys`.
 //!
-//! We parse the file ourselves rather than use russh's helper, which splits on single
-//! spaces, ignores markers and wildcards, and fails on the first line it cannot read.
-//! Lines we cannot read are skipped, as OpenSSH does.
+//! Each line is parsed by `ssh-key`'s `known_hosts::Entry` (already in the tree through
+//! russh): markers, host patterns, hashed names and the key. We keep only what it does not
+//! do, the matching: globs, negation, ports, the HMAC of hashed names, and the rules above.
+//! `Entry` splits fields on single spaces, so each line's whitespace (tabs, runs of
+//! spaces, which OpenSSH accepts) is folded to one space first. russh's own
+//! `check_known_hosts` is not used: it ignores markers and wildcards and fails on the
+//! first line it cannot read. Lines that do not parse are skipped, as OpenSSH does.
 
 use std::path::{Path, PathBuf};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as BASE64;
 use hmac::{Hmac, KeyInit, Mac};
+use russh::keys::ssh_key::known_hosts::{Entry, HostPatterns, Marker};
 use russh::keys::{HashAlg, PublicKey};
 use sha1::Sha1;
 
@@ -51,24 +54,21 @@ pub(crate) enum HostKeyCheck {
     },
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Marker {
-    CertAuthority,
-    Revoked,
-}
-
-#[derive(Clone, Debug)]
-enum Names {
-    Patterns(Vec<String>),
-    Hashed { salt: Vec<u8>, hash: Vec<u8> },
-}
-
+/// One line that parsed, and where it is.
 #[derive(Clone, Debug)]
 struct Line {
     number: usize,
-    marker: Option<Marker>,
-    names: Names,
-    key: PublicKey,
+    entry: Entry,
+}
+
+impl Line {
+    fn marker(&self) -> Option<Marker> {
+        self.entry.marker().copied()
+    }
+
+    fn key(&self) -> &PublicKey {
+        self.entry.public_key()
+    }
 }
 
 /// The parsed contents of one `known_hosts` file.
@@ -136,7 +136,7 @@ impl KnownHosts {
         if let Some(l) = self
             .lines
             .iter()
-            .find(|l| l.marker == Some(Marker::Revoked) && l.key.key_data() == key.key_data())
+            .find(|l| l.marker() == Some(Marker::Revoked) && l.key().key_data() == key.key_data())
         {
             return HostKeyCheck::Revoked { line: l.number };
         }
@@ -144,12 +144,12 @@ impl KnownHosts {
         for l in self
             .lines
             .iter()
-            .filter(|l| l.marker.is_none() && names_match(&l.names, &name))
+            .filter(|l| l.marker().is_none() && names_match(l.entry.host_patterns(), &name))
         {
-            if l.key.key_data() == key.key_data() {
+            if l.key().key_data() == key.key_data() {
                 return HostKeyCheck::Known { line: l.number };
             }
-            if changed.is_none() && l.key.algorithm() == key.algorithm() {
+            if changed.is_none() && l.key().algorithm() == key.algorithm() {
                 changed = Some(l.number);
             }
         }
@@ -175,58 +175,24 @@ pub(crate) fn fingerprint(key: &PublicKey) -> String {
 }
 
 fn parse_line(number: usize, line: &str) -> Option<Line> {
-    let mut fields = line.split_whitespace();
-    let mut first = fields.next()?;
-    let marker = match first {
-        "@cert-authority" => Some(Marker::CertAuthority),
-        "@revoked" => Some(Marker::Revoked),
-        m if m.starts_with('@') => return None,
-        _ => None,
-    };
-    if marker.is_some() {
-        first = fields.next()?;
-    }
-    let names = parse_names(first)?;
-    let key_type = fields.next()?;
-    let key_b64 = fields.next()?;
-    let key = PublicKey::from_openssh(&format!("{key_type} {key_b64}")).ok()?;
-    Some(Line {
-        number,
-        marker,
-        names,
-        key,
-    })
+    let folded = line.split_whitespace().collect::<Vec<_>>().join(" ");
+    let entry: Entry = folded.parse().ok()?;
+    Some(Line { number, entry })
 }
 
-fn parse_names(field: &str) -> Option<Names> {
-    if let Some(rest) = field.strip_prefix("|1|") {
-        let (salt, hash) = rest.split_once('|')?;
-        return Some(Names::Hashed {
-            salt: BASE64.decode(salt).ok()?,
-            hash: BASE64.decode(hash).ok()?,
-        });
-    }
-    Some(Names::Patterns(
-        field
-            .split(',')
-            .filter(|p| !p.is_empty())
-            .map(str::to_ascii_lowercase)
-            .collect(),
-    ))
-}
-
-fn names_match(names: &Names, name: &str) -> bool {
+fn names_match(names: &HostPatterns, name: &str) -> bool {
     match names {
-        Names::Hashed { salt, hash } => {
+        HostPatterns::HashedName { salt, hash } => {
             let Ok(mut mac) = <Hmac<Sha1> as KeyInit>::new_from_slice(salt) else {
                 return false;
             };
             mac.update(name.as_bytes());
             mac.verify_slice(hash).is_ok()
         }
-        Names::Patterns(patterns) => {
+        HostPatterns::Patterns(patterns) => {
             let mut matched = false;
-            for p in patterns {
+            for p in patterns.iter().filter(|p| !p.is_empty()) {
+                let p = p.to_ascii_lowercase();
                 if let Some(negated) = p.strip_prefix('!') {
                     if glob(negated.as_bytes(), name.as_bytes()) {
                         return false;
@@ -253,6 +219,8 @@ fn glob(pattern: &[u8], text: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD as BASE64;
 
     // Two real ed25519 public keys and an ECDSA one (from ssh-keygen).
     const KEY_A: &str = "AAAAC3NzaC1lZDI1NTE5AAAAIPBVzmghsJQPzABDiSX8wyswZEvIKddZ/Ij72txSp4qz";

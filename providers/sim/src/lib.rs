@@ -26,18 +26,33 @@
 //!
 //! The fault knobs exist for tests of kbg's failure handling (deploy-pool's report of
 //! machines that never joined, `--cleanup-on-failure`, `--retry-failed`).
+//!
+//! **Run-command** (the control-plane path) works on the simulated cluster's masters:
+//! the machine is the master's node (by [`Machine::node_name`], else its name), and the
+//! script is read for the commands that upgrade a master ([`script`] lists them:
+//! `kubeadm upgrade apply|node`, static-pod manifest image rewrites, kubelet packages and
+//! restarts, etcd snapshots), which move the master's static pods and kubelet through
+//! `kbg-sim`'s `POST /sim/v1/control-plane/<node>/upgrade` and kubeadm's
+//! `kube-system/kubeadm-config` ConfigMap. This part needs `kbg-sim`: it is the one
+//! place the provider speaks the simulator's own API. A master whose upgrade the
+//! simulator refuses (`sim.kbg.io/fail-upgrade`) makes the script exit 1 with the
+//! simulator's message, as kubeadm exits 1 when the restarted static pods do not come up.
+
+pub mod script;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use k8s_openapi::api::core::v1::{Node, NodeSpec, NodeStatus, NodeSystemInfo, Taint as KTaint};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Node, NodeSpec, NodeStatus, NodeSystemInfo, Taint as KTaint,
+};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kbg_provider::{
     CommandOutput, DeprovisionReport, ErrorKind, Machine, MachineState, PoolSpec, Provider,
     ProviderError, ProvisionReport, RemoteCommand, Result,
 };
-use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::wait::{await_condition, conditions};
 use serde::Deserialize;
 
@@ -214,6 +229,7 @@ impl SimSettings {
 /// Machines as Node objects through the Kubernetes API.
 #[derive(Clone)]
 pub struct SimProvider {
+    client: kube::Client,
     nodes: Api<Node>,
     settings: SimSettings,
 }
@@ -349,7 +365,8 @@ impl SimProvider {
     /// [`ErrorKind::InvalidConfig`] for a bad `sim:` block; nothing is contacted.
     pub fn from_pool(client: kube::Client, pool: &PoolSpec) -> Result<SimProvider> {
         Ok(SimProvider {
-            nodes: Api::all(client),
+            nodes: Api::all(client.clone()),
+            client,
             settings: SimSettings::from_pool(pool)?,
         })
     }
@@ -520,12 +537,236 @@ impl Provider for SimProvider {
         &self,
         _pool: &PoolSpec,
         machine: &Machine,
-        _command: &RemoteCommand,
+        command: &RemoteCommand,
     ) -> Result<CommandOutput> {
-        Err(
-            ProviderError::unsupported(NAME, "simulated machines have no shell to run commands in")
-                .with_machine(&machine.name),
-        )
+        let node = machine.node_name.as_deref().unwrap_or(&machine.name);
+        let limit = Duration::from_secs(command.timeout_secs.max(1));
+        match tokio::time::timeout(limit, self.run_script(node, &command.script)).await {
+            Ok(r) => r.map_err(|e| e.with_machine(&machine.name)),
+            Err(_) => Err(ProviderError::new(
+                NAME,
+                ErrorKind::Timeout,
+                format!("the command did not finish in {}s", limit.as_secs()),
+            )
+            .with_machine(&machine.name)),
+        }
+    }
+}
+
+/// A script's run so far: what it printed, and how it ended when it stopped early.
+#[derive(Default)]
+struct Run {
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn say(&mut self, line: impl AsRef<str>) {
+        self.stdout.push_str(line.as_ref());
+        self.stdout.push('\n');
+    }
+
+    fn done(self) -> CommandOutput {
+        CommandOutput {
+            exit_code: 0,
+            stdout: self.stdout,
+            stderr: self.stderr,
+        }
+    }
+
+    fn failed(mut self, message: impl AsRef<str>) -> CommandOutput {
+        self.stderr.push_str(message.as_ref());
+        self.stderr.push('\n');
+        CommandOutput {
+            exit_code: 1,
+            stdout: self.stdout,
+            stderr: self.stderr,
+        }
+    }
+}
+
+/// `(major, minor, patch)` of `v1.34.2`, `1.34.2-rc.1`.
+fn version_key(v: &str) -> Option<(u64, u64, u64)> {
+    let core = v.trim_start_matches('v').split(['-', '+', '_']).next()?;
+    let mut it = core.split('.').map(|p| p.parse::<u64>().ok());
+    Some((it.next()??, it.next()??, it.next().unwrap_or(Some(0))?))
+}
+
+/// The `kubernetesVersion:` of a kubeadm `ClusterConfiguration` document.
+fn cluster_version_of(doc: &str) -> Option<&str> {
+    doc.lines()
+        .find_map(|l| l.trim().strip_prefix("kubernetesVersion:"))
+        .map(|v| v.trim().trim_matches('"'))
+        .filter(|v| !v.is_empty())
+}
+
+/// The kubeadm ConfigMap `kubeadm upgrade` reads and writes.
+const KUBEADM_CONFIG: &str = "kubeadm-config";
+
+impl SimProvider {
+    /// Move `components` of master `node` to `version` through the simulator. `Ok(Err)`:
+    /// the simulator refused (the script fails with its words).
+    async fn upgrade(
+        &self,
+        node: &str,
+        version: &str,
+        components: &[&str],
+    ) -> Result<std::result::Result<(), String>> {
+        let body = serde_json::json!({"version": version, "components": components});
+        let req = http::Request::post(format!("/sim/v1/control-plane/{node}/upgrade"))
+            .header("Content-Type", "application/json")
+            .body(serde_json::to_vec(&body).expect("JSON serialises"))
+            .map_err(|e| ProviderError::new(NAME, ErrorKind::Failed, e.to_string()))?;
+        match self.client.request::<serde_json::Value>(req).await {
+            Ok(_) => Ok(Ok(())),
+            Err(kube::Error::Api(s)) if matches!(s.code, 400 | 404 | 500) => {
+                Ok(Err(if s.code == 404 {
+                    format!("{node} is not a control-plane node of the simulated cluster")
+                } else {
+                    s.message.clone()
+                }))
+            }
+            Err(e) => Err(kube_error("asking the simulator to upgrade the master", e)),
+        }
+    }
+
+    /// `kubeadm-config`'s ClusterConfiguration text, if the cluster has one.
+    async fn cluster_configuration(&self) -> Result<Option<(Api<ConfigMap>, String)>> {
+        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), "kube-system");
+        let cm = api
+            .get_opt(KUBEADM_CONFIG)
+            .await
+            .map_err(|e| kube_error("reading kube-system/kubeadm-config", e))?;
+        Ok(cm.and_then(|c| {
+            c.data
+                .and_then(|mut d| d.remove("ClusterConfiguration"))
+                .map(|doc| (api, doc))
+        }))
+    }
+
+    /// Run `script` on master `node`, as far as the simulator can (see [`script`]).
+    async fn run_script(&self, node: &str, script: &str) -> Result<CommandOutput> {
+        use script::Action;
+        const STATIC: [&str; 4] = script::STATIC_PODS;
+        let mut run = Run::default();
+        let mut kubeadm: Option<String> = None;
+        let mut kubelet: Option<String> = None;
+        let mut images: Vec<(String, String)> = Vec::new();
+        let mut actions = script::actions(script).into_iter().peekable();
+        while let Some(action) = actions.next() {
+            match action {
+                Action::SetImage(component, version) => {
+                    images.push((component, version));
+                    // The kubelet sees the rewritten manifests together.
+                    if matches!(actions.peek(), Some(Action::SetImage(..))) {
+                        continue;
+                    }
+                    let mut by_version: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+                    for (c, v) in &images {
+                        by_version.entry(v.clone()).or_default().push(c.as_str());
+                    }
+                    for (v, components) in by_version {
+                        if let Err(why) = self.upgrade(node, &v, &components).await? {
+                            return Ok(run.failed(format!(
+                                "the kubelet did not bring the rewritten static pods ({}) up at {v}: {why}",
+                                components.join(", ")
+                            )));
+                        }
+                        run.say(format!("static pods {} now run {v}", components.join(", ")));
+                    }
+                    images.clear();
+                }
+                Action::KubeadmApply(version) => {
+                    let Some(want) = version_key(&version) else {
+                        return Ok(run.failed(format!(
+                            "[upgrade/version] FATAL: couldn't parse version {version:?}"
+                        )));
+                    };
+                    if let Some(have) = kubeadm.as_deref().and_then(version_key)
+                        && want > have
+                    {
+                        return Ok(run.failed(format!(
+                            "[upgrade/version] FATAL: the --version argument is invalid: Specified version to upgrade to \"{version}\" is higher than the kubeadm version \"v{}\". Upgrade kubeadm first using the tool you used to install kubeadm",
+                            kubeadm.as_deref().unwrap_or_default()
+                        )));
+                    }
+                    if let Err(why) = self.upgrade(node, &version, &STATIC).await? {
+                        return Ok(run.failed(format!(
+                            "[upgrade/apply] FATAL: couldn't upgrade control plane. kubeadm has tried to recover everything into the earlier state. Errors faced: {why}"
+                        )));
+                    }
+                    if let Some((api, doc)) = self.cluster_configuration().await? {
+                        let doc: String = doc
+                            .lines()
+                            .map(|l| {
+                                if l.trim_start().starts_with("kubernetesVersion:") {
+                                    format!("kubernetesVersion: {version}")
+                                } else {
+                                    l.to_string()
+                                }
+                            })
+                            .collect::<Vec<_>>()
+                            .join("\n")
+                            + "\n";
+                        let patch = serde_json::json!({"data": {"ClusterConfiguration": doc}});
+                        api.patch(
+                            KUBEADM_CONFIG,
+                            &PatchParams::default(),
+                            &Patch::Merge(&patch),
+                        )
+                        .await
+                        .map_err(|e| kube_error("writing kube-system/kubeadm-config", e))?;
+                    }
+                    run.say(format!(
+                        "[upgrade/successful] SUCCESS! Your cluster was upgraded to \"{version}\". Enjoy!"
+                    ));
+                }
+                Action::KubeadmNode => {
+                    let Some((_, doc)) = self.cluster_configuration().await? else {
+                        return Ok(run.failed(
+                            "[upgrade] FATAL: unable to fetch the kubeadm-config ConfigMap: configmaps \"kubeadm-config\" not found",
+                        ));
+                    };
+                    let Some(version) = cluster_version_of(&doc).map(str::to_string) else {
+                        return Ok(run.failed(
+                            "[upgrade] FATAL: the kubeadm-config ConfigMap has no kubernetesVersion",
+                        ));
+                    };
+                    if let Err(why) = self.upgrade(node, &version, &STATIC).await? {
+                        return Ok(run.failed(format!(
+                            "[upgrade/node] FATAL: couldn't upgrade the control plane instance of this node: {why}"
+                        )));
+                    }
+                    run.say(format!(
+                        "[upgrade] The control plane instance for this node was successfully upgraded to {version}!"
+                    ));
+                }
+                Action::Install(package, version) => {
+                    match package.as_str() {
+                        "kubeadm" => kubeadm = Some(version.clone()),
+                        "kubelet" => kubelet = Some(format!("v{version}")),
+                        _ => {}
+                    }
+                    run.say(format!("installed {package} {version}"));
+                }
+                Action::KubeletUnit(version) => {
+                    run.say(format!("kubelet unit set to {version}"));
+                    kubelet = Some(version);
+                }
+                Action::RestartKubelet => {
+                    if let Some(v) = kubelet.take() {
+                        if let Err(why) = self.upgrade(node, &v, &["kubelet"]).await? {
+                            return Ok(run.failed(format!("kubelet.service failed: {why}")));
+                        }
+                        run.say(format!("kubelet {v} running"));
+                    } else {
+                        run.say("kubelet restarted");
+                    }
+                }
+                Action::EtcdSnapshot(path) => run.say(format!("Snapshot saved at {path}")),
+            }
+        }
+        Ok(run.done())
     }
 }
 

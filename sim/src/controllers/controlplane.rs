@@ -12,7 +12,7 @@
 use serde_json::{Value, json};
 
 use crate::controllers::kubelet::digest;
-use crate::object::{Key, annotation, get_str, set};
+use crate::object::{Key, annotation, get_str, remove, set};
 use crate::ops::DeleteOpts;
 use crate::resources::Res;
 use crate::state::State;
@@ -21,6 +21,20 @@ use crate::version::{etcd_tag, parse};
 
 /// The label of control-plane nodes.
 pub(crate) const CONTROL_PLANE_LABEL: &str = "node-role.kubernetes.io/control-plane";
+
+/// What [`State::upgrade_master`] can move to a new version: the static pods and the
+/// kubelet.
+pub(crate) const UPGRADABLE: [&str; 5] = [
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kubelet",
+];
+
+/// Node annotation: the master's control-plane upgrades fail (`"true"`), or the next `N`
+/// of them do (`"2"`).
+pub(crate) const FAIL_UPGRADE_ANNOTATION: &str = "sim.kbg.io/fail-upgrade";
 
 /// kubeadm's static pod manifests for a master at `version`.
 pub(crate) fn static_manifests(node: &str, version: &str, ip: &str) -> Vec<Value> {
@@ -129,21 +143,96 @@ impl State {
     /// kubelet replaces the mirror pods) and its kubelet reports `version`.
     ///
     /// # Errors
-    /// 404 when the node has no static pods.
+    /// As [`State::upgrade_master`].
     pub(crate) fn upgrade_control_plane_node(
         &mut self,
         name: &str,
         version: &str,
     ) -> Result<(), ApiError> {
+        self.upgrade_master(name, version, &UPGRADABLE)
+    }
+
+    /// Upgrades part of a master in place: the static pods of `components` (any of
+    /// [`UPGRADABLE`] but `kubelet`) move to `version` (etcd to the tag kubeadm ships with that
+    /// minor), and with `kubelet` among them its kubelet reports `version`.
+    ///
+    /// A master annotated [`FAIL_UPGRADE_ANNOTATION`] refuses a control-plane upgrade
+    /// and keeps running what it ran: `"true"` every time, a number `N` the next `N`
+    /// times (the annotation counts down and is removed at zero). Kubelet-only upgrades
+    /// are not refused.
+    ///
+    /// # Errors
+    /// 404 when the node has no static pods; 400 for an unknown component; 500 for an
+    /// injected failure.
+    pub(crate) fn upgrade_master(
+        &mut self,
+        name: &str,
+        version: &str,
+        components: &[&str],
+    ) -> Result<(), ApiError> {
         if !self.static_pods.contains_key(name) {
             return Err(ApiError::not_found("nodes", "", name));
         }
-        self.set_static_pods(name, version);
-        let v = version.to_string();
-        self.modify(Res::Node, &Key::new("", name), |n| {
-            set(n, &["status", "nodeInfo", "kubeletVersion"], json!(v));
-            set(n, &["status", "nodeInfo", "kubeProxyVersion"], json!(v));
-        });
+        if let Some(bad) = components.iter().find(|c| !UPGRADABLE.contains(c)) {
+            return Err(ApiError::bad_request(format!(
+                "components: {bad:?} is not one of {}",
+                UPGRADABLE.join(", ")
+            )));
+        }
+        let key = Key::new("", name);
+        let static_pods = components.iter().any(|c| *c != "kubelet");
+        if static_pods {
+            let fault = self
+                .get(Res::Node, &key)
+                .and_then(|n| annotation(&n.value(), FAIL_UPGRADE_ANNOTATION).map(str::to_string));
+            let fail = match fault.as_deref() {
+                Some("true") => true,
+                Some(n) => match n.parse::<u64>() {
+                    Ok(0) | Err(_) => false,
+                    Ok(left) => {
+                        self.modify(Res::Node, &key, |v| {
+                            let path = ["metadata", "annotations", FAIL_UPGRADE_ANNOTATION];
+                            if left > 1 {
+                                set(v, &path, json!((left - 1).to_string()));
+                            } else {
+                                remove(v, &path);
+                            }
+                        });
+                        true
+                    }
+                },
+                None => false,
+            };
+            if fail {
+                return Err(ApiError::internal(format!(
+                    "upgrading control-plane node {name} to {version} failed: timed out waiting for the restarted static pods (fault injected by the node annotation {FAIL_UPGRADE_ANNOTATION}); it still runs its previous version"
+                )));
+            }
+            let minor = parse(version).map_or(33, |v| v.1);
+            if let Some(manifests) = self.static_pods.get_mut(name) {
+                for m in manifests.iter_mut() {
+                    let component = get_str(m, &["metadata", "name"]).unwrap_or("").to_string();
+                    if !components.contains(&component.as_str()) {
+                        continue;
+                    }
+                    let tag = if component == "etcd" {
+                        etcd_tag(minor).to_string()
+                    } else {
+                        version.to_string()
+                    };
+                    m["spec"]["containers"][0]["image"] =
+                        json!(format!("registry.k8s.io/{component}:{tag}"));
+                }
+            }
+            self.dirty.static_pods.insert(name.into());
+        }
+        if components.contains(&"kubelet") {
+            let v = version.to_string();
+            self.modify(Res::Node, &key, |n| {
+                set(n, &["status", "nodeInfo", "kubeletVersion"], json!(v));
+                set(n, &["status", "nodeInfo", "kubeProxyVersion"], json!(v));
+            });
+        }
         Ok(())
     }
 
@@ -209,6 +298,22 @@ impl State {
                 }
             }
         }
+    }
+
+    /// The `kube-system/kubeadm-config` ConfigMap `kubeadm init` uploads: its
+    /// `ClusterConfiguration` names the cluster's `kubernetesVersion`, which
+    /// `kubeadm upgrade apply` rewrites and `kubeadm upgrade node` follows.
+    pub(crate) fn kubeadm_config(&mut self) -> Result<(), ApiError> {
+        let version = self.version.clone();
+        let cm = json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "kubeadm-config", "namespace": "kube-system"},
+            "data": {"ClusterConfiguration": format!(
+                "apiVersion: kubeadm.k8s.io/v1beta4\nkind: ClusterConfiguration\nclusterName: kubernetes\nkubernetesVersion: {version}\nimageRepository: registry.k8s.io\nnetworking:\n  serviceSubnet: 10.96.0.0/12\n  dnsDomain: cluster.local\n"
+            )},
+        });
+        self.create(Res::ConfigMap, "kube-system", cm, false)
+            .map(|_| ())
     }
 
     /// The kube-proxy DaemonSet kubeadm installs.

@@ -36,6 +36,9 @@ pub const TOKEN_SECRET: &str = "s3cr3tt0k3nv4lue";
 /// The CA hash every lab pool uses.
 pub const CA_HASH: &str = "sha256:c0ffee0000000000000000000000000000000000000000000000000000c0ffee";
 
+/// The test double for the host's tools (`fake-host-tool.sh`).
+pub const HOST_TOOL: &str = include_str!("fake-host-tool.sh");
+
 /// The tools the double stands in for, each of which must resolve to it on the host.
 pub const FAKED: &[&str] = &[
     "kubeadm",
@@ -268,19 +271,10 @@ impl Lab {
         std::fs::copy(key.with_extension("pub"), &authorized).unwrap();
         let bin = dir.path().join("bin");
         std::fs::create_dir(&bin).unwrap();
-        // Next to this file, whichever package's tests include it (this crate's, or kbg's
-        // end-to-end tests through `#[path]`).
-        let double = ["tests/support", "providers/metal/tests/support"]
-            .iter()
-            .map(|d| {
-                Path::new(env!("CARGO_MANIFEST_DIR"))
-                    .join(d)
-                    .join("fake-host-tool.sh")
-            })
-            .find(|p| p.is_file())
-            .expect("fake-host-tool.sh next to the lab's support module");
+        // The double's text is compiled in, so this harness also works from another
+        // crate's tests (kbg's end-to-end tests include it by path).
         for name in FAKED {
-            std::fs::copy(&double, bin.join(name)).unwrap();
+            std::fs::write(bin.join(name), HOST_TOOL).unwrap();
             set_mode(&bin.join(name), 0o755);
         }
         let user = current_user();
