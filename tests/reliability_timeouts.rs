@@ -6,6 +6,7 @@
 //! | wait | deadline | test |
 //! | --- | --- | --- |
 //! | an API request (any) | `--request-timeout`, per attempt, × the retry layer's attempts | [`an_api_server_that_stops_answering`] |
+//! | a provider call (exec plugin) | `exec.timeout_secs`, one attempt | [`a_provider_that_never_answers`] |
 
 mod common;
 mod rel;
@@ -104,4 +105,71 @@ async fn an_api_server_that_stops_answering_mid_migration() {
     // Straight to the server again: the rerun finishes.
     h.kbg(&["migrate", "alpha", "beta"]).await.expect_code(0);
     rel::assert_migrated(&h, "alpha", "beta").await;
+}
+
+/// A provider that never answers: the exec provider's plugin sleeps on every request.
+/// Each command ends with exit 1 naming the plugin, the operation and its deadline
+/// (`exec.timeout_secs`), after one attempt: the deadline the user gave the provider is
+/// the deadline, kbg does not multiply it by retrying. The plugin and what it started are
+/// killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_that_never_answers() {
+    let h = Harness::start("", "").await;
+    let calls = h.path().join("calls");
+    let plugin = h.path().join("sleepy.sh");
+    std::fs::write(
+        &plugin,
+        format!(
+            "#!/bin/sh\necho \"$$\" >> {}\nsleep 3600 &\nwait\n",
+            calls.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&plugin, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    h.write_config(&format!(
+        "pools:\n  gamma:\n    provider: exec\n    version: v1.33.1\n    count: 2\n    exec:\n      program: {}\n      timeout_secs: 2\n      bootstrap: none\n",
+        plugin.display()
+    ));
+    for (args, op) in [
+        (&["deploy-pool", "gamma"][..], "provision"),
+        (&["teardown", "gamma"], "list"),
+    ] {
+        let _ = std::fs::remove_file(&calls);
+        let started = Instant::now();
+        let run = h.kbg(args).await;
+        let took = started.elapsed();
+        run.expect_code(1);
+        let said = run.error_lines().join("\n");
+        assert!(
+            said.contains(&format!(
+                "plugin `{}` did not answer `{op}` within 2 s and was killed",
+                plugin.display()
+            )),
+            "{said}"
+        );
+        let pids: Vec<i32> = std::fs::read_to_string(&calls)
+            .unwrap()
+            .lines()
+            .map(|l| l.parse().unwrap())
+            .collect();
+        assert_eq!(
+            pids.len(),
+            1,
+            "kbg {args:?} asked the plugin {} times",
+            pids.len()
+        );
+        for pid in &pids {
+            common::wait_for("the plugin killed", 30, || async {
+                let alive = rustix::process::Pid::from_raw(*pid)
+                    .is_some_and(|p| rustix::process::test_kill_process(p).is_ok());
+                (!alive).then_some(())
+            })
+            .await;
+        }
+        eprintln!(
+            "provider that never answers: kbg {} exit 1 after {:.1}s wall, 1 request of 2 s: {said}",
+            args.join(" "),
+            took.as_secs_f64()
+        );
+    }
 }
