@@ -7,6 +7,19 @@
 //! | --- | --- | --- |
 //! | an API request (any) | `--request-timeout`, per attempt, × the retry layer's attempts | [`an_api_server_that_stops_answering`] |
 //! | a provider call (exec plugin) | `exec.timeout_secs`, one attempt | [`a_provider_that_never_answers`] |
+//! | deploy-pool: the new nodes Ready | `--timeout` | [`a_node_that_never_becomes_ready`] |
+//! | migrate: one node's drain (a PDB refusing) | `--drain-timeout` | [`a_pdb_that_never_allows`] |
+//! | migrate: the moved workloads Ready | `--ready-timeout` | [`workloads_that_never_become_ready`] |
+//! | migrate: the whole command | `--timeout` | [`a_migration_past_its_timeout`] |
+//! | teardown: the deleted nodes gone | `--timeout` | [`a_node_that_never_goes_away`] |
+//! | the Lease renewal (while any command runs) | 15 s of failed renewals, each within `--request-timeout` | [`an_api_server_that_stops_answering_mid_migration`] |
+//!
+//! Elsewhere: taking a Lease never waits (a held Lease is exit 1 naming its holder at
+//! once, `reliability_concurrency.rs`); a master's upgrade waits `master_timeout`
+//! (`e2e_control_plane.rs`, a kubelet that does not come back); the soaks are sleeps of
+//! their own length and cannot hang; flushing Events at exit waits 5 s at most; the AWS provider's waiters by `aws.wait_timeout_secs`, the Juju
+//! provider's commands by `juju.command_timeout_secs`, the metal provider's SSH by
+//! `metal.connect_timeout_seconds` (each provider's own tests).
 
 mod common;
 mod rel;
@@ -172,4 +185,45 @@ async fn a_provider_that_never_answers() {
             took.as_secs_f64()
         );
     }
+}
+
+/// Run `args` with `kbg`, print what it said and how long it took (wall and the cluster
+/// time it stood for), and return its error lines, after asserting exit 1.
+async fn ends_with_exit_1(h: &Harness, what: &str, args: &[&str]) -> String {
+    let started = Instant::now();
+    let run = h.kbg(args).await;
+    let took = started.elapsed();
+    run.expect_code(1);
+    let said = run.error_lines().join("\n");
+    eprintln!(
+        "{what}: kbg {} exit 1 after {:.1}s wall (~{:.0}s cluster time at speed {}): {said}",
+        args.join(" "),
+        took.as_secs_f64(),
+        took.as_secs_f64() * common::SPEED,
+        common::SPEED
+    );
+    said
+}
+
+/// A node that never becomes Ready: deploy-pool waits its `--timeout` for it, then ends
+/// with exit 1 naming the machine, that it never became Ready, and the deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_never_becomes_ready() {
+    let h = Harness::start(
+        "",
+        "pools:\n  gamma:\n    provider: sim\n    version: v1.33.1\n    count: 2\n    sim:\n      boot_seconds: 5\n      never_ready: [gamma-1]\n",
+    )
+    .await;
+    let said = ends_with_exit_1(
+        &h,
+        "node never Ready",
+        &["deploy-pool", "gamma", "--timeout", "2m"],
+    )
+    .await;
+    assert!(said.contains("gamma-1"), "{said}");
+    assert!(!said.contains("gamma-0"), "{said}");
+    assert!(
+        said.contains("gamma-1: node gamma-1 registered but was not Ready within --timeout 2m0s"),
+        "{said}"
+    );
 }
