@@ -227,3 +227,43 @@ async fn a_node_that_never_becomes_ready() {
         "{said}"
     );
 }
+
+/// A node that never goes away: teardown deletes the pool's nodes, but one carries a
+/// finalizer nobody removes. teardown waits its `--timeout` for them to be gone, then
+/// ends with exit 1 naming the wait, the node still there and the deadline; the machine
+/// is not deprovisioned under a node that still exists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_never_goes_away() {
+    use k8s_openapi::api::core::v1::Node;
+    use kube::api::{Api, Patch, PatchParams};
+    let h = Harness::start(
+        "",
+        "pools:\n  gamma:\n    provider: sim\n    version: v1.33.1\n    count: 2\n    sim:\n      boot_seconds: 5\n",
+    )
+    .await;
+    h.kbg(&["deploy-pool", "gamma"]).await.expect_code(0);
+    let nodes: Api<Node> = Api::all(h.client().await);
+    nodes
+        .patch(
+            "gamma-0",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"metadata": {"finalizers": ["example.com/hold"]}})),
+        )
+        .await
+        .unwrap();
+    let said = ends_with_exit_1(
+        &h,
+        "node never gone",
+        &["teardown", "gamma", "--timeout", "2m"],
+    )
+    .await;
+    assert!(
+        said.contains("timed out after 2m0s (cluster time) waiting for the deleted nodes of pool gamma to be gone: gamma-0 still there (finalizers: example.com/hold)"),
+        "{said}"
+    );
+    // Its machine is not deprovisioned under it (the sim provider's machine is the node).
+    assert_eq!(
+        rel::sim_machines(&h, "gamma").await,
+        [("gamma-0".to_string(), "kbg-sim://gamma/gamma-0".to_string())]
+    );
+}
