@@ -228,6 +228,138 @@ async fn a_node_that_never_becomes_ready() {
     );
 }
 
+/// A PDB that never allows: once the migration is under way, web's PDB is raised to
+/// `minAvailable: 9` (all of its replicas), so every eviction of a web pod is refused
+/// from then on. The drain gives each node `--drain-timeout`, then kbg ends with exit 1
+/// naming the node, the pods left, the PDB refusing them and the deadline; nothing is
+/// evicted past the PDB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pdb_that_never_allows() {
+    let h = Harness::start(rel::MIGRATION, common::ALPHA_BETA).await;
+    let said = migrate_behind_a_frozen_pdb(&h, "--drain-timeout", "3m").await;
+    assert!(said.contains("node alpha-0 timed out"), "{said}");
+    assert!(said.contains("--drain-timeout 3m0s"), "{said}");
+    assert!(said.contains("default/web"), "{said}");
+    assert!(said.contains("PodDisruptionBudget default/web"), "{said}");
+    assert_eq!(h.sim.stats().pdb_violations, 0);
+    rel::assert_cordons_owned(&h, "PDB that never allows").await;
+}
+
+/// The whole migration past its `--timeout` (behind the same PDB, with the node's own
+/// deadline far off): exit 1 naming the timeout, the migration, where the pools stand
+/// and how to go on; the state records it as failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migration_past_its_timeout() {
+    let h = Harness::start(rel::MIGRATION, common::ALPHA_BETA).await;
+    let said = migrate_behind_a_frozen_pdb(&h, "--timeout", "2m").await;
+    assert!(
+        said.contains(
+            "--timeout 2m0s passed: migrate alpha -> beta stopped; alpha's nodes stay cordoned"
+        ),
+        "{said}"
+    );
+    assert_eq!(h.sim.stats().pdb_violations, 0);
+    rel::assert_cordons_owned(&h, "migration past its timeout").await;
+}
+
+/// Start `migrate alpha beta FLAG VALUE`; once it has evicted a first pod, raise web's PDB
+/// to `minAvailable: 9` (all its replicas: every eviction of a web pod is refused from
+/// then on); return the error lines of the exit 1 it ends with, printing them with the
+/// wall time it took from the PDB change.
+async fn migrate_behind_a_frozen_pdb(h: &Harness, flag: &str, value: &str) -> String {
+    use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+    use kube::api::{Api, Patch, PatchParams};
+    rel::open_beta(h).await;
+    let child = h
+        .command(&["migrate", "alpha", "beta", flag, value])
+        .spawn()
+        .unwrap();
+    common::wait_for("a first eviction", 120, || async {
+        (rel::evictions(h) >= 1).then_some(())
+    })
+    .await;
+    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(h.client().await, "default");
+    pdbs.patch(
+        "web",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"spec": {"maxUnavailable": null, "minAvailable": 9}})),
+    )
+    .await
+    .unwrap();
+    let started = Instant::now();
+    let out = tokio::time::timeout(Duration::from_secs(240), child.wait_with_output())
+        .await
+        .expect("kbg migrate behind a PDB that never allows ends")
+        .unwrap();
+    let took = started.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let said: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error")).collect();
+    let said = said.join("\n");
+    eprintln!(
+        "PDB that never allows: kbg migrate alpha beta {flag} {value} exit 1 after {:.1}s wall from the PDB change: {said}",
+        took.as_secs_f64()
+    );
+    said
+}
+
+/// Workloads that never become Ready again: once the migration is under way, somebody
+/// cordons the target pool, so the pods kbg moves stay Pending. kbg waits
+/// `--ready-timeout` for them after the batch, then ends with exit 1 naming the
+/// workloads and the deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workloads_that_never_become_ready() {
+    use k8s_openapi::api::core::v1::Node;
+    use kube::api::{Api, Patch, PatchParams};
+    // No PDBs: nothing but the Ready wait holds the migration back.
+    let scenario = rel::MIGRATION
+        .replace("    pdb: {max_unavailable: 1}\n", "")
+        .replace("    pdb: {min_available: 2}\n", "");
+    let h = Harness::start(&scenario, common::ALPHA_BETA).await;
+    rel::open_beta(&h).await;
+    let child = h
+        .command(&["migrate", "alpha", "beta", "--ready-timeout", "2m"])
+        .spawn()
+        .unwrap();
+    common::wait_for("a first eviction", 120, || async {
+        (rel::evictions(&h) >= 1).then_some(())
+    })
+    .await;
+    let nodes: Api<Node> = Api::all(h.client().await);
+    for n in ["beta-0", "beta-1", "beta-2"] {
+        nodes
+            .patch(
+                n,
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({"spec": {"unschedulable": true}})),
+            )
+            .await
+            .unwrap();
+    }
+    let started = Instant::now();
+    let out = tokio::time::timeout(Duration::from_secs(240), child.wait_with_output())
+        .await
+        .expect("kbg migrate waiting on workloads that never become Ready ends")
+        .unwrap();
+    let took = started.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let said: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error")).collect();
+    let said = said.join("\n");
+    eprintln!(
+        "workloads never Ready: kbg migrate alpha beta --ready-timeout 2m exit 1 after {:.1}s wall from the target's cordon: {said}",
+        took.as_secs_f64()
+    );
+    assert!(
+        said.contains("not back at their desired Ready replicas after 2m0s (--ready-timeout"),
+        "{said}"
+    );
+    assert!(
+        said.contains("default/web") || said.contains("default/db"),
+        "{said}"
+    );
+}
+
 /// A node that never goes away: teardown deletes the pool's nodes, but one carries a
 /// finalizer nobody removes. teardown waits its `--timeout` for them to be gone, then
 /// ends with exit 1 naming the wait, the node still there and the deadline; the machine

@@ -734,8 +734,14 @@ async fn migrate_inner(
         let (drained, failure) = match result {
             Ok(r) => (r, None),
             Err(e @ DrainError::NotDrained { .. }) => {
-                let msg = e.to_string();
+                let mut msg = e.to_string();
                 let r = e.report().cloned().expect("NotDrained carries its report");
+                if r.nodes.iter().any(|n| n.outcome == NodeOutcome::TimedOut) {
+                    msg.push_str(&format!(
+                        " (each node's drain is given --drain-timeout {})",
+                        crate::duration::display(drain.drain_timeout)
+                    ));
+                }
                 (r, Some(msg))
             }
             Err(e) => return Err(Error::Failed(format!("draining {}: {e}", todo.join(", ")))),
