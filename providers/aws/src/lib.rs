@@ -938,23 +938,31 @@ mod tests {
         assert_eq!(instance_id_from_provider_id("aws:///eu-west-1b/"), None);
     }
 
-    #[tokio::test]
-    async fn from_pool_sets_retries_explicitly_and_hides_request_bodies() {
-        let pool = PoolSpec {
+    /// Pool beta in eu-west-1, at `endpoint` when given.
+    fn beta(endpoint: Option<&str>) -> PoolSpec {
+        let mut settings = serde_json::json!({
+            "cluster_name": "prod",
+            "region": "eu-west-1",
+            "ami": "ami-0abc",
+            "instance_type": "m6i.large",
+        });
+        if let Some(url) = endpoint {
+            settings["endpoint_url"] = url.into();
+        }
+        PoolSpec {
             name: "beta".into(),
             version: "v1.31.2".into(),
             labels: BTreeMap::new(),
             taints: vec![],
-            settings: serde_json::json!({
-                "cluster_name": "prod",
-                "region": "eu-west-1",
-                "endpoint_url": "http://127.0.0.1:9",
-                "ami": "ami-0abc",
-                "instance_type": "m6i.large",
-            }),
+            settings,
             template: None,
             join: kbg_provider::JoinConfig::default(),
-        };
+        }
+    }
+
+    #[tokio::test]
+    async fn from_pool_sets_retries_explicitly_and_hides_request_bodies() {
+        let pool = beta(Some("http://127.0.0.1:9"));
         let aws = AwsProvider::from_pool(&pool).await.unwrap();
         let config = aws.client.config();
         let retry = config.retry_config().unwrap();
@@ -1012,20 +1020,7 @@ mod tests {
                     .build(),
             )
             .build();
-        let pool = PoolSpec {
-            name: "beta".into(),
-            version: "v1.31.2".into(),
-            labels: BTreeMap::new(),
-            taints: vec![],
-            settings: serde_json::json!({
-                "cluster_name": "prod",
-                "region": "eu-west-1",
-                "ami": "ami-0abc",
-                "instance_type": "m6i.large",
-            }),
-            template: None,
-            join: kbg_provider::JoinConfig::default(),
-        };
+        let pool = beta(None);
         let aws = AwsProvider::from_pool_with_config(&pool, &sdk).unwrap();
         let err = tokio::time::timeout(Duration::from_secs(60), aws.list(&pool))
             .await
