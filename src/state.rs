@@ -537,6 +537,10 @@ pub struct RollbackRecord {
     pub uncordoned: Vec<String>,
     /// Source nodes left cordoned because a person had cordoned them.
     pub left_cordoned: Vec<String>,
+    /// Source nodes whose provider's hand-over was undone (Juju: the charm's `resume`),
+    /// for pools handed over by their provider.
+    #[serde(default)]
+    pub handed_back: Vec<String>,
 }
 
 /// The key of the control-plane upgrade's [`ControlPlaneRecord`].
