@@ -180,7 +180,7 @@ async fn demo(
         config: Config::parse(CONFIG).expect("the demo's kbg.yaml is valid"),
         target: KubeTarget {
             kubeconfig: Some(kubeconfig),
-            context: None,
+            ..KubeTarget::default()
         },
         state_namespace: settings::DEFAULT_STATE_NAMESPACE.into(),
         state_configmap: settings::DEFAULT_STATE_CONFIGMAP.into(),

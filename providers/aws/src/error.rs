@@ -141,7 +141,12 @@ where
             let message = err.message().unwrap_or("no message from EC2");
             (kind, format!("{label}: {message}"))
         }
-        SdkError::TimeoutError(_) => (ErrorKind::Transient, chain(&err)),
+        // The SDK's attempts all ran out of time (`ATTEMPT_TIMEOUT` each): the call's
+        // deadline is spent; kbg does not retry it again.
+        SdkError::TimeoutError(_) => (
+            ErrorKind::Timeout,
+            format!("EC2 did not answer in time: {}", chain(&err)),
+        ),
         SdkError::DispatchFailure(d) => {
             let kind = if d.is_io() || d.is_timeout() {
                 ErrorKind::Transient
