@@ -113,8 +113,13 @@ where
 }
 
 /// Whether [`retry_provider`] asks again after `e`.
+///
+/// Not after an error the provider's own retry layer already retried (the AWS SDK's), nor
+/// after a whole call that timed out: one retry layer, never two stacked.
 fn retry_provider_call(e: &kbg_provider::ProviderError) -> bool {
-    e.is_retryable() && !(matches!(e.kind, kbg_provider::ErrorKind::Timeout) && e.machine.is_none())
+    e.is_retryable()
+        && !e.was_retried()
+        && !(matches!(e.kind, kbg_provider::ErrorKind::Timeout) && e.machine.is_none())
 }
 
 #[cfg(test)]
@@ -208,5 +213,11 @@ mod tests {
             ErrorKind::Failed,
             "m"
         )));
+        assert!(
+            !retry_provider_call(
+                &ProviderError::new("aws", ErrorKind::Throttled, "m").already_retried()
+            ),
+            "the SDK retried it already"
+        );
     }
 }

@@ -44,7 +44,8 @@
 //! SSO, IMDS), with `region`, `profile` and `endpoint_url` from the settings on top.
 //! Throttling (`RequestLimitExceeded`) and passing faults are retried by the SDK's
 //! standard retry mode, set explicitly ([`MAX_ATTEMPTS`]); this crate adds no retry
-//! layer of its own. Each attempt is bounded ([`ATTEMPT_TIMEOUT`]); a call whose attempts
+//! layer of its own, and marks the errors the SDK retried so that kbg's retry layer does
+//! not retry them again (`ProviderError::already_retried`). Each attempt is bounded ([`ATTEMPT_TIMEOUT`]); a call whose attempts
 //! all ran out of time is [`ErrorKind::Timeout`], which kbg does not retry again.
 
 pub mod error;
