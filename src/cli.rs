@@ -54,7 +54,13 @@ pub struct GlobalArgs {
 
     /// For simulated clusters: how many cluster seconds pass per wall second. Every
     /// duration kbg is given is cluster time [default: 1]
-    #[arg(long, global = true, env = "KBG_CLOCK_SPEED", value_name = "X")]
+    #[arg(
+        long,
+        global = true,
+        env = "KBG_CLOCK_SPEED",
+        allow_negative_numbers = true,
+        value_name = "X"
+    )]
     pub clock_speed: Option<f64>,
 
     /// Client-side limit on API requests per second, as client-go's QPS (kubectl: 5) [default: none]
@@ -65,6 +71,17 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = "KBG_KUBE_API_BURST", value_name = "N")]
     pub kube_api_burst: Option<u32>,
 
+    /// How long the API server may take to answer each request (wall time; 0: no
+    /// limit), kube-apiserver's own limit by default [default: 60s]
+    #[arg(
+        long,
+        global = true,
+        env = "KBG_REQUEST_TIMEOUT",
+        value_parser = duration,
+        allow_hyphen_values = true,
+        value_name = "DURATION"
+    )]
+    pub request_timeout: Option<Duration>,
     /// Output format of the result on stdout
     #[arg(short, long, global = true, value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
@@ -127,7 +144,7 @@ pub struct DeployPoolArgs {
     pub name: String,
 
     /// How long to wait for every node to register and be Ready (cluster time)
-    #[arg(long, value_parser = duration, default_value = "10m", value_name = "DURATION")]
+    #[arg(long, value_parser = duration, allow_hyphen_values = true, default_value = "10m", value_name = "DURATION")]
     pub timeout: Duration,
 
     /// Deprovision the machines that failed or never joined before giving up
@@ -147,31 +164,36 @@ pub struct DeployPoolArgs {
 #[derive(Debug, Args, Clone, Default)]
 pub struct DrainArgs {
     /// Nodes drained at once: a count, or a share of the pool such as 25% [default: 1]
-    #[arg(long, env = "KBG_BATCH_SIZE", value_name = "N|N%")]
+    #[arg(
+        long,
+        env = "KBG_BATCH_SIZE",
+        allow_negative_numbers = true,
+        value_name = "N|N%"
+    )]
     pub batch_size: Option<BatchSize>,
 
     /// Wait after each batch but the last, source nodes still present [default: 0s]
-    #[arg(long, env = "KBG_BATCH_SOAK", value_parser = duration, value_name = "DURATION")]
+    #[arg(long, env = "KBG_BATCH_SOAK", value_parser = duration, allow_hyphen_values = true, value_name = "DURATION")]
     pub batch_soak: Option<Duration>,
 
     /// Wait after the whole pool is drained, its nodes kept cordoned (rollback window) [default: 0s]
-    #[arg(long, env = "KBG_FINAL_SOAK", value_parser = duration, value_name = "DURATION")]
+    #[arg(long, env = "KBG_FINAL_SOAK", value_parser = duration, allow_hyphen_values = true, value_name = "DURATION")]
     pub final_soak: Option<Duration>,
 
     /// Evictions in flight at once
-    #[arg(long, env = "KBG_MAX_CONCURRENT_EVICTIONS", value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
+    #[arg(long, env = "KBG_MAX_CONCURRENT_EVICTIONS", value_parser = clap::value_parser!(u32).range(1..), allow_negative_numbers = true, value_name = "N")]
     pub max_concurrent_evictions: Option<u32>,
 
     /// Wait before retrying a pod whose PodDisruptionBudget refused it [default: 5s, as kubectl drain]
-    #[arg(long, env = "KBG_EVICTION_RETRY_INTERVAL", value_parser = duration, value_name = "DURATION")]
+    #[arg(long, env = "KBG_EVICTION_RETRY_INTERVAL", value_parser = duration, allow_hyphen_values = true, value_name = "DURATION")]
     pub eviction_retry_interval: Option<Duration>,
 
     /// Give up on a node after this long (kubectl drain's --timeout) [default: 1h]
-    #[arg(long, env = "KBG_DRAIN_TIMEOUT", value_parser = duration, value_name = "DURATION")]
+    #[arg(long, env = "KBG_DRAIN_TIMEOUT", value_parser = duration, allow_hyphen_values = true, value_name = "DURATION")]
     pub drain_timeout: Option<Duration>,
 
     /// Give up on the whole operation after this long [default: none]
-    #[arg(long, env = "KBG_TIMEOUT", value_parser = duration, value_name = "DURATION")]
+    #[arg(long, env = "KBG_TIMEOUT", value_parser = duration, allow_hyphen_values = true, value_name = "DURATION")]
     pub timeout: Option<Duration>,
 
     /// Wait until the moved workloads are Ready again before the next batch [default: true]
@@ -179,7 +201,7 @@ pub struct DrainArgs {
     pub wait_for_ready: Option<bool>,
 
     /// How long to wait for the moved workloads to be Ready again [default: 10m]
-    #[arg(long, env = "KBG_READY_TIMEOUT", value_parser = duration, value_name = "DURATION")]
+    #[arg(long, env = "KBG_READY_TIMEOUT", value_parser = duration, allow_hyphen_values = true, value_name = "DURATION")]
     pub ready_timeout: Option<Duration>,
 
     /// Also evict pods that no controller manages (they are not recreated)
@@ -195,7 +217,12 @@ pub struct DrainArgs {
     pub grace_period: Option<i64>,
 
     /// Only evict pods matching this label selector
-    #[arg(long, env = "KBG_POD_SELECTOR", value_name = "SELECTOR")]
+    #[arg(
+        long,
+        env = "KBG_POD_SELECTOR",
+        allow_hyphen_values = true,
+        value_name = "SELECTOR"
+    )]
     pub pod_selector: Option<Selector>,
 }
 
@@ -227,7 +254,7 @@ pub struct TeardownArgs {
     pub force: bool,
 
     /// How long to wait for the nodes and machines to be gone (cluster time)
-    #[arg(long, value_parser = duration, default_value = "10m", value_name = "DURATION")]
+    #[arg(long, value_parser = duration, allow_hyphen_values = true, default_value = "10m", value_name = "DURATION")]
     pub timeout: Duration,
 
     /// Bare metal: accept hosts missing from known_hosts (a changed key is still refused)

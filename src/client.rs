@@ -12,7 +12,15 @@
 //!   kbg's requests from everyone else's, and one kbg process from another.
 //! - `--kube-api-qps` / `--kube-api-burst` put client-go's client-side limit in front of
 //!   every request ([`ApiRateLimit`]); none by default.
+//! - every request must be answered (its response headers arrive) within the request
+//!   timeout ([`DEFAULT_REQUEST_TIMEOUT`], `--request-timeout`): kube's client has no
+//!   read timeout by default, so an API server that keeps the connection open and says
+//!   nothing (a wedged server, a VPN that stopped passing packets) would hang kbg
+//!   forever. A request that times out is a transient fault for [`crate::retry`]. Watches
+//!   are not cut short: their headers come at once, and the events after them are
+//!   bounded by each wait's own deadline.
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
@@ -21,6 +29,12 @@ use std::time::Duration;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
 use crate::error::{Error, Result};
+
+/// How long an API request may go unanswered (until its response headers) before it
+/// fails: 60 s, kube-apiserver's own `--request-timeout` default, after which a real API
+/// server gives up on a request itself. Wall time: it is about a server answering, not
+/// about the cluster's clock. Zero means no limit (kubectl's `--request-timeout=0`).
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The product part of the User-Agent kbg sends.
 pub const USER_AGENT: &str = concat!("kbg/", env!("CARGO_PKG_VERSION"));
@@ -32,16 +46,30 @@ pub fn user_agent() -> String {
 }
 
 /// Which cluster to talk to, as resolved from flags, environment and `kbg.yaml`.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct KubeTarget {
     /// A kubeconfig file, when one was named (`--kubeconfig`, `KUBECONFIG`,
     /// `cluster.kubeconfig`); `None`: `~/.kube/config`, then in-cluster.
     pub kubeconfig: Option<PathBuf>,
     /// The context, when one was named.
     pub context: Option<String>,
+    /// How long each request may go unanswered (wall time; zero: no limit). Default
+    /// [`DEFAULT_REQUEST_TIMEOUT`].
+    pub request_timeout: Duration,
     /// A client-side limit on requests (`--kube-api-qps`, `--kube-api-burst`); `None`:
     /// no limit.
     pub rate_limit: Option<ApiRateLimit>,
+}
+
+impl Default for KubeTarget {
+    fn default() -> Self {
+        KubeTarget {
+            kubeconfig: None,
+            context: None,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            rate_limit: None,
+        }
+    }
 }
 
 /// A client-side limit on API requests: client-go's token bucket
@@ -132,6 +160,65 @@ where
     }
 }
 
+/// The API server did not answer a request within the request timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the API server did not answer within {} (--request-timeout)",
+    crate::duration::display(*.0)
+)]
+pub struct NoAnswer(pub Duration);
+
+/// A tower layer failing every request whose response does not start within its limit
+/// with [`NoAnswer`] (which kube reports as `kube::Error::Service`).
+#[derive(Debug, Clone, Copy)]
+struct AnswerWithin(Duration);
+
+impl<S> tower::Layer<S> for AnswerWithin {
+    type Service = AnswerWithinService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AnswerWithinService {
+            inner,
+            limit: self.0,
+        }
+    }
+}
+
+/// The service of [`AnswerWithin`].
+#[derive(Debug, Clone)]
+struct AnswerWithinService<S> {
+    inner: S,
+    limit: Duration,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl<S, R> tower::Service<R> for AnswerWithinService<S>
+where
+    S: tower::Service<R>,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, request: R) -> Self::Future {
+        let answer = self.inner.call(request);
+        let limit = self.limit;
+        Box::pin(async move {
+            match tokio::time::timeout(limit, answer).await {
+                Ok(r) => r.map_err(Into::into),
+                Err(_) => Err(Box::new(NoAnswer(limit)) as BoxError),
+            }
+        })
+    }
+}
+
 /// Build the client for `target`.
 ///
 /// # Errors
@@ -170,10 +257,31 @@ pub async fn connect(target: &KubeTarget) -> Result<kube::Client> {
     ));
     let builder = kube::client::ClientBuilder::try_from(config)
         .map_err(|e| Error::usage(format!("cannot build a client for the cluster: {e}")))?;
-    Ok(match target.rate_limit {
-        Some(limit) => builder.with_layer(&RateLimitLayer(limit)).build(),
-        None => builder.build(),
-    })
+    // The rate limit is outermost: waiting for a token is not waiting for an answer.
+    let answer = AnswerWithin(target.request_timeout);
+    Ok(
+        match (target.rate_limit, target.request_timeout.is_zero()) {
+            (None, true) => builder.build(),
+            (None, false) => builder.with_layer(&answer).build(),
+            (Some(limit), true) => builder.with_layer(&RateLimitLayer(limit)).build(),
+            (Some(limit), false) => builder
+                .with_layer(&answer)
+                .with_layer(&RateLimitLayer(limit))
+                .build(),
+        },
+    )
+}
+
+/// The [`NoAnswer`] behind `e`, if the API server did not answer in time.
+pub fn no_answer(e: &kube::Error) -> Option<&NoAnswer> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if let Some(n) = s.downcast_ref::<NoAnswer>() {
+            return Some(n);
+        }
+        source = s.source();
+    }
+    None
 }
 
 /// One line describing a client error for a user: the API server's status and message,
@@ -187,6 +295,9 @@ pub fn describe(e: &kube::Error) -> String {
                 format!(" {}", s.reason)
             };
             format!("the API server answered {}{reason}: {}", s.code, s.message)
+        }
+        kube::Error::Service(_) if no_answer(e).is_some() => {
+            no_answer(e).map(ToString::to_string).unwrap_or_default()
         }
         kube::Error::HyperError(_) | kube::Error::Service(_) => {
             let mut msg = e.to_string();

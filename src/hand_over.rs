@@ -111,18 +111,7 @@ impl HandOver {
     /// not hand a machine over (its words), or a PDB went below its desired healthy count
     /// while it drained; [`Error::Provider`] when the provider cannot be asked.
     pub async fn run(&self, ctx: &Ctx, nodes: &[&Node]) -> Result<HandOverOutcome> {
-        let machines = providers::list(self.provider.as_ref(), &self.spec, ctx.clock).await?;
-        let mut batch: Vec<Machine> = Vec::new();
-        let mut missing = Vec::new();
-        for n in nodes {
-            match machines
-                .iter()
-                .find(|m| m.matches_node(pool::provider_id(n), pool::name(n)))
-            {
-                Some(m) => batch.push(m.clone()),
-                None => missing.push(pool::name(n).to_string()),
-            }
-        }
+        let (batch, missing) = self.machines_of(ctx, nodes).await?;
         if !missing.is_empty() {
             return Err(Error::Failed(format!(
                 "pool {} asks for the {} provider's own hand-over, but nodes {} have no machine at the provider; their nodes stay cordoned",
@@ -173,6 +162,71 @@ impl HandOver {
             nodes: nodes.iter().map(|n| pool::name(n).to_string()).collect(),
             pdb_margins: margins,
         })
+    }
+}
+
+impl HandOver {
+    /// The machines of `nodes` at the provider (by provider ID, else name), and the names
+    /// of the nodes that have none.
+    async fn machines_of(&self, ctx: &Ctx, nodes: &[&Node]) -> Result<(Vec<Machine>, Vec<String>)> {
+        let machines = providers::list(self.provider.as_ref(), &self.spec, ctx.clock).await?;
+        let mut found: Vec<Machine> = Vec::new();
+        let mut missing = Vec::new();
+        for n in nodes {
+            match machines
+                .iter()
+                .find(|m| m.matches_node(pool::provider_id(n), pool::name(n)))
+            {
+                Some(m) => found.push(m.clone()),
+                None => missing.push(pool::name(n).to_string()),
+            }
+        }
+        Ok((found, missing))
+    }
+
+    /// Undo the hand-over of `nodes`, which `kbg rollback` has uncordoned: the provider's
+    /// [`Provider::hand_back`] (the Juju worker charm's `resume`). Returns the names of
+    /// the nodes whose machines the provider handed back.
+    ///
+    /// # Errors
+    /// [`Error::Failed`] naming the nodes that have no machine at the provider or whose
+    /// machine the provider could not hand back (its words); [`Error::Provider`] when the
+    /// provider cannot be asked.
+    pub async fn hand_back(&self, ctx: &Ctx, nodes: &[&Node]) -> Result<Vec<String>> {
+        let (machines, missing) = self.machines_of(ctx, nodes).await?;
+        let mut problems: Vec<String> = missing
+            .iter()
+            .map(|n| format!("node {n} has no machine at the provider"))
+            .collect();
+        let mut done = Vec::new();
+        if !machines.is_empty() {
+            let report = retry_provider(ctx.clock, "hand back", || {
+                self.provider.hand_back(&self.spec, &machines)
+            })
+            .await
+            .map_err(|e| Error::provider(format!("handing back pool {}", self.spec.name), e))?;
+            problems.extend(report.failed.iter().map(ToString::to_string));
+            for m in machines
+                .iter()
+                .filter(|m| report.handed_over.contains(&m.name))
+            {
+                if let Some(n) = nodes
+                    .iter()
+                    .find(|n| m.matches_node(pool::provider_id(n), pool::name(n)))
+                {
+                    done.push(pool::name(n).to_string());
+                }
+            }
+        }
+        if !problems.is_empty() {
+            return Err(Error::Failed(format!(
+                "the nodes of pool {} are uncordoned, but the {} provider could not undo its hand-over: {}; run `kbg rollback` again, or the provider's own undo (Juju: the worker charm's `resume` action)",
+                self.spec.name,
+                self.kind(),
+                problems.join("; ")
+            )));
+        }
+        Ok(done)
     }
 }
 

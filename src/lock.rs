@@ -185,18 +185,23 @@ pub fn decide(
     if same_host && lease.pid == Some(me.pid) {
         return Decision::Take("ours");
     }
-    let renewed_ago = lease
-        .renewed
-        .map_or(i64::MAX / 2, |t| now.duration_since(t).as_secs());
-    if renewed_ago > lease.duration_secs {
+    // To the microsecond the Lease records, not to the whole second: a Lease is taken
+    // over as soon as it expires, never a second late.
+    let Some(renewed_ago) = lease.renewed.map(|t| now.duration_since(t)) else {
+        return Decision::Take("expired");
+    };
+    let valid_for = jiff::SignedDuration::from_secs(lease.duration_secs);
+    if renewed_ago > valid_for {
         return Decision::Take("expired");
     }
     if same_host && lease.pid.is_some_and(|p| !alive(p)) {
         return Decision::Take("holder process gone");
     }
+    let left = valid_for - renewed_ago;
     Decision::Held {
-        renewed_ago: renewed_ago.max(0),
-        expires_in: (lease.duration_secs - renewed_ago).max(0),
+        renewed_ago: renewed_ago.as_secs().max(0),
+        // Rounded up: "expires in 0s" only once it has.
+        expires_in: (left.as_secs() + i64::from(left.subsec_nanos() > 0)).max(0),
     }
 }
 
@@ -403,7 +408,15 @@ pub async fn acquire(
     })
 }
 
-async fn renew_one(inner: &Inner, h: &Held, clock: Clock) -> Result<(), Option<String>> {
+/// Why a renewal did not go through.
+enum RenewError {
+    /// The Lease is no longer ours: stop.
+    Lost(String),
+    /// This attempt failed (the API server's words); the next may work.
+    Failed(String),
+}
+
+async fn renew_one(inner: &Inner, h: &Held, clock: Clock) -> Result<(), RenewError> {
     let pp = PostParams::default();
     let mut lease = h.lease.lock().await;
     let mut next = lease.clone();
@@ -424,21 +437,21 @@ async fn renew_one(inner: &Inner, h: &Held, clock: Clock) -> Result<(), Option<S
             match retry(clock, "get lease", || inner.api.get(&h.name)).await {
                 Ok(current) if is_mine(&current, &inner.me) => {
                     *lease = current;
-                    Err(None)
+                    Err(RenewError::Failed("a conflicting write of its own".into()))
                 }
-                Ok(current) => Err(Some(format!(
+                Ok(current) => Err(RenewError::Lost(format!(
                     "it is now held by {}",
                     LeaseView::of(&current)
                         .holder
                         .unwrap_or_else(|| "nobody".into())
                 ))),
-                Err(_) => Err(None),
+                Err(e) => Err(RenewError::Failed(describe(&e))),
             }
         }
-        Err(e) if is_not_found(&e) => Err(Some("its Lease was deleted".into())),
+        Err(e) if is_not_found(&e) => Err(RenewError::Lost("its Lease was deleted".into())),
         Err(e) => {
             tracing::debug!(pool = %h.pool, error = %describe(&e), "lease renewal failed");
-            Err(None)
+            Err(RenewError::Failed(describe(&e)))
         }
     }
 }
@@ -456,24 +469,24 @@ async fn renew_loop(inner: Arc<Inner>, tx: watch::Sender<Option<LockError>>, clo
             }
             match renew_one(&inner, h, clock).await {
                 Ok(()) => last_ok[i] = tokio::time::Instant::now(),
-                Err(Some(why)) => {
+                Err(RenewError::Lost(why)) => {
                     let _ = tx.send(Some(LockError::Lost {
                         pool: h.pool.clone(),
                         why,
                     }));
                     return;
                 }
-                Err(None) if last_ok[i].elapsed() >= inner.duration => {
+                Err(RenewError::Failed(last)) if last_ok[i].elapsed() >= inner.duration => {
                     let _ = tx.send(Some(LockError::Lost {
                         pool: h.pool.clone(),
                         why: format!(
-                            "its Lease could not be renewed for {}s",
+                            "its Lease could not be renewed for {}s (last attempt: {last})",
                             inner.duration.as_secs()
                         ),
                     }));
                     return;
                 }
-                Err(None) => {}
+                Err(RenewError::Failed(_)) => {}
             }
         }
     }
@@ -609,6 +622,30 @@ mod tests {
                 Decision::Held {
                     renewed_ago: 15,
                     expires_in: 0,
+                },
+            ),
+            // Expired to the millisecond, not to the whole second.
+            (
+                lease(
+                    Some("x"),
+                    "server",
+                    200,
+                    Some(now - jiff::SignedDuration::from_millis(15_500)),
+                ),
+                true,
+                Decision::Take("expired"),
+            ),
+            (
+                lease(
+                    Some("x"),
+                    "server",
+                    200,
+                    Some(now - jiff::SignedDuration::from_millis(3_400)),
+                ),
+                true,
+                Decision::Held {
+                    renewed_ago: 3,
+                    expires_in: 12,
                 },
             ),
             (

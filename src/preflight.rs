@@ -34,6 +34,7 @@ use serde::{Deserialize, Serialize};
 use crate::drain::{
     Classifier, DrainOptions, Owners, PodDisposition, PodRef, block_reasons, is_finished,
 };
+use crate::retry::retry;
 
 /// Node lists sent at once while reading the pools.
 const LIST_CONCURRENCY: usize = 8;
@@ -920,20 +921,24 @@ pub fn assess(
 
 /// Read the pools and assess them ([`assess`]). Sends only reads: one pod list per node
 /// (by `spec.nodeName`, [`LIST_CONCURRENCY`] at a time), one PDB list, one DaemonSet
-/// metadata list.
+/// metadata list. Each read goes through kbg's one retry layer ([`crate::retry::retry`],
+/// backoff in `opts.clock`'s cluster time), so transient faults (5xx, throttling 429s,
+/// dropped connections) are retried read by read, never the whole preflight at once.
 ///
 /// # Errors
-/// The first [`kube::Error`] of those reads (the caller says which pools it was reading).
+/// The first [`kube::Error`] of those reads that is not transient, or a transient one
+/// that outlasted the retries (the caller says which pools it was reading).
 pub async fn preflight(
     client: &kube::Client,
     source_nodes: &[Node],
     target_nodes: &[Node],
     opts: &DrainOptions,
 ) -> Result<PreflightReport, kube::Error> {
+    let clock = opts.clock;
+    let all = ListParams::default();
     let daemonsets: Api<DaemonSet> = Api::all(client.clone());
     let owners = Owners::with_daemonsets(
-        daemonsets
-            .list_metadata(&ListParams::default())
+        retry(clock, "list daemonsets", || daemonsets.list_metadata(&all))
             .await?
             .items
             .into_iter()
@@ -944,17 +949,16 @@ pub async fn preflight(
                 )
             }),
     );
-    let pdbs = Api::<PodDisruptionBudget>::all(client.clone())
-        .list(&ListParams::default())
-        .await?
-        .items;
+    let pdbs: Api<PodDisruptionBudget> = Api::all(client.clone());
+    let pdbs = retry(clock, "list pdbs", || pdbs.list(&all)).await?.items;
     let classifier = Classifier::new(opts);
-    let pods: Api<Pod> = Api::all(client.clone());
     let list_on = |node: &Node| {
         let name = node.metadata.name.clone().unwrap_or_default();
-        let params = ListParams::default().fields(&format!("spec.nodeName={name}"));
-        let pods = pods.clone();
-        async move { pods.list(&params).await.map(|l| (name, l.items)) }
+        async move {
+            crate::pool::pods_on(client, &name, clock)
+                .await
+                .map(|pods| (name, pods))
+        }
     };
     let classifier = &classifier;
     let owners = &owners;

@@ -81,12 +81,19 @@ where
 }
 
 /// Run a provider call `op`, retrying it while it fails with a retryable
-/// [`kbg_provider::ProviderError`] (throttled, transient, capacity, timeout), with the
-/// same backoff as [`retry`]. Provider calls are idempotent by machine name, so a retry
-/// never doubles anything.
+/// [`kbg_provider::ProviderError`] (throttled, transient, capacity), with the same
+/// backoff as [`retry`]. Provider calls are idempotent by machine name, so a retry never
+/// doubles anything.
+///
+/// A whole call that timed out ([`kbg_provider::ErrorKind::Timeout`] naming no machine:
+/// the provider did not answer within the deadline the user gave it, e.g. the exec
+/// plugin's `timeout_secs`) is not retried: that deadline is the call's deadline, and
+/// retrying would stretch it [`MAX_RETRIES`] + 1 times. A machine that timed out inside
+/// an answered call is the caller's to retry (its rounds in [`crate::providers`]).
 ///
 /// # Errors
-/// The first non-retryable error, or the last retryable one after [`MAX_RETRIES`].
+/// The first non-retryable error (or whole-call timeout), or the last retryable one after
+/// [`MAX_RETRIES`].
 pub async fn retry_provider<T, F, Fut>(
     clock: Clock,
     what: &str,
@@ -98,11 +105,21 @@ where
 {
     op.retry(backoff())
         .sleep(move |d| async move { clock.sleep(d).await })
-        .when(kbg_provider::ProviderError::is_retryable)
+        .when(retry_provider_call)
         .notify(
             |e, d| tracing::debug!(call = what, error = %e, wait = ?d, "retrying provider call"),
         )
         .await
+}
+
+/// Whether [`retry_provider`] asks again after `e`.
+///
+/// Not after an error the provider's own retry layer already retried (the AWS SDK's), nor
+/// after a whole call that timed out: one retry layer, never two stacked.
+fn retry_provider_call(e: &kbg_provider::ProviderError) -> bool {
+    e.is_retryable()
+        && !e.was_retried()
+        && !(matches!(e.kind, kbg_provider::ErrorKind::Timeout) && e.machine.is_none())
 }
 
 #[cfg(test)]
@@ -176,5 +193,31 @@ mod tests {
         .await;
         assert!(r.is_err());
         assert_eq!(calls.load(Ordering::SeqCst), MAX_RETRIES + 1, "gives up");
+    }
+
+    #[test]
+    fn a_whole_provider_call_that_timed_out_is_not_retried() {
+        use kbg_provider::{ErrorKind, ProviderError};
+        let timeout = || ProviderError::new("exec", ErrorKind::Timeout, "did not answer");
+        assert!(!retry_provider_call(&timeout()));
+        assert!(retry_provider_call(&timeout().with_machine("beta-1")));
+        for kind in [
+            ErrorKind::Transient,
+            ErrorKind::Throttled,
+            ErrorKind::Capacity,
+        ] {
+            assert!(retry_provider_call(&ProviderError::new("exec", kind, "m")));
+        }
+        assert!(!retry_provider_call(&ProviderError::new(
+            "exec",
+            ErrorKind::Failed,
+            "m"
+        )));
+        assert!(
+            !retry_provider_call(
+                &ProviderError::new("aws", ErrorKind::Throttled, "m").already_retried()
+            ),
+            "the SDK retried it already"
+        );
     }
 }

@@ -463,6 +463,12 @@ mod tests {
             "a/b/c=d",
             "é=1",
             &format!("a={}", "x".repeat(64)),
+            ",a=b",
+            "a foo (b)",
+            "(a)",
+            "a in b)",
+            "a=b-",
+            "a..b/=x",
         ] {
             let e = Selector::parse(sel).expect_err(sel);
             assert!(e.starts_with("invalid label selector"), "{sel}: {e}");

@@ -249,6 +249,9 @@ pub fn resolve(global: &GlobalArgs, env: &dyn Fn(&str) -> Option<String>) -> Res
             .clone()
             .or_else(|| config.cluster.context.clone()),
         rate_limit,
+        request_timeout: global
+            .request_timeout
+            .unwrap_or(crate::client::DEFAULT_REQUEST_TIMEOUT),
     };
 
     let state_namespace = global

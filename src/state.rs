@@ -477,14 +477,20 @@ pub struct MigrateRecord {
     pub cordoned: BTreeMap<String, bool>,
     /// Source nodes fully drained so far, in order.
     pub drained: Vec<String>,
-    /// Pods evicted, over every run of this migration, as recorded after each batch (a
-    /// run killed mid-batch does not get to add its partial count).
+    /// Pods evicted, over every run of this migration: written whole after each batch,
+    /// and kept up while a batch drains (at most once a second), so a run killed
+    /// mid-batch loses only the evictions of its last second.
     pub pods_evicted: u64,
     /// PDB refusals (429) retried, over every run.
     pub pdb_retries: u64,
     /// When the final soak started (wall clock), once it has.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub final_soak_started_at: Option<Timestamp>,
+    /// The workloads of the batch being drained (`Deployment default/web`), written
+    /// before its drain and cleared once they are Ready again: a rerun after a kill in
+    /// between waits for them before it goes on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waiting_ready: Vec<String>,
 }
 
 impl MigrateRecord {
@@ -503,6 +509,7 @@ impl MigrateRecord {
                 pods_evicted: 0,
                 pdb_retries: 0,
                 final_soak_started_at: None,
+                waiting_ready: Vec::new(),
             },
         }
     }
@@ -530,6 +537,10 @@ pub struct RollbackRecord {
     pub uncordoned: Vec<String>,
     /// Source nodes left cordoned because a person had cordoned them.
     pub left_cordoned: Vec<String>,
+    /// Source nodes whose provider's hand-over was undone (Juju: the charm's `resume`),
+    /// for pools handed over by their provider.
+    #[serde(default)]
+    pub handed_back: Vec<String>,
 }
 
 /// The key of the control-plane upgrade's [`ControlPlaneRecord`].

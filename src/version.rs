@@ -12,6 +12,12 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+/// The largest minor or patch number [`KubeVersion::parse`] takes. Kubernetes ships about
+/// three minors a year (1.33 in 2025) and patch series end near 20: a larger number is a
+/// typo, and refusing it keeps every version arithmetic (minor distances, the minors an
+/// upgrade passes through) small.
+pub const MAX_NUMBER: u64 = 9_999;
+
 /// The forms [`KubeVersion::parse`] accepts, for error messages.
 pub const ACCEPTED_FORMS: &str =
     "v1.31.2, 1.31.2, v1.31, or with a suffix such as v1.31.2-eks-abc123";
@@ -71,8 +77,11 @@ impl KubeVersion {
             {
                 return Err(err(&format!("the {what} version {p:?} is not a number")));
             }
-            p.parse()
-                .map_err(|_| err(&format!("the {what} version {p:?} is too large")))
+            p.parse().ok().filter(|n| *n <= MAX_NUMBER).ok_or_else(|| {
+                err(&format!(
+                    "the {what} version {p:?} is too large (at most {MAX_NUMBER})"
+                ))
+            })
         };
         let major = num(parts[0], "major")?;
         let minor = num(parts[1], "minor")?;
@@ -100,8 +109,11 @@ impl KubeVersion {
 
     /// How many minor versions `self` is ahead of `other` (negative when behind).
     pub fn minors_ahead_of(&self, other: &KubeVersion) -> i64 {
-        // Kubernetes has only major 1; `parse` refuses anything else.
-        self.minor as i64 - other.minor as i64
+        // Kubernetes has only major 1; `parse` refuses anything else, and minors past
+        // MAX_NUMBER. A version built by hand with a huge minor saturates at ±i64::MAX
+        // (so the distance can still be negated).
+        let d = i128::from(self.minor) - i128::from(other.minor);
+        i64::try_from(d.clamp(-i128::from(i64::MAX), i128::from(i64::MAX))).unwrap_or_default()
     }
 
     /// This version without patch and suffix: `v1.31`.
@@ -118,7 +130,7 @@ impl KubeVersion {
     pub fn next_minor(&self) -> KubeVersion {
         KubeVersion {
             major: self.major,
-            minor: self.minor + 1,
+            minor: self.minor.saturating_add(1),
             patch: None,
             suffix: String::new(),
         }
@@ -221,6 +233,10 @@ mod tests {
             "v1.31.2-",
             "v1.31.2-é",
             "-1.31",
+            "v1.10000",
+            "v1.9223372036854775808",
+            "v1.31.10000",
+            "v1.99999999999999999999999",
         ] {
             let e = KubeVersion::parse(input).expect_err(input);
             let msg = e.to_string();

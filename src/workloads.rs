@@ -36,6 +36,23 @@ pub struct Workload {
     pub name: String,
 }
 
+impl Workload {
+    /// A workload as [`Workload`]'s `Display` writes it (`Deployment default/web`);
+    /// `None` for anything else.
+    pub fn parse(text: &str) -> Option<Workload> {
+        let (kind, rest) = text.split_once(' ')?;
+        let (namespace, name) = rest.split_once('/')?;
+        let kind = ["Deployment", "StatefulSet", "ReplicaSet"]
+            .into_iter()
+            .find(|k| *k == kind)?;
+        (!namespace.is_empty() && !name.is_empty() && !name.contains('/')).then(|| Workload {
+            kind,
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        })
+    }
+}
+
 impl fmt::Display for Workload {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
@@ -223,6 +240,27 @@ pub async fn wait_ready(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn workloads_read_back_what_they_write() {
+        for kind in ["Deployment", "StatefulSet", "ReplicaSet"] {
+            let w = Workload {
+                kind,
+                namespace: "default".into(),
+                name: "web".into(),
+            };
+            assert_eq!(Workload::parse(&w.to_string()), Some(w));
+        }
+        for bad in [
+            "",
+            "Deployment",
+            "Pod default/web",
+            "Deployment /web",
+            "Deployment a/b/c",
+        ] {
+            assert_eq!(Workload::parse(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn readiness() {

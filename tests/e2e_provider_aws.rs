@@ -367,7 +367,7 @@ async fn an_instance_that_never_joins_is_terminated_and_nothing_is_leaked() {
     let report = run.json();
     assert_eq!(
         report["never_joined"],
-        json!([{"name": "gamma-1", "reason": "no node registered"}]),
+        json!([{"name": "gamma-1", "reason": "no node registered within --timeout 2m0s"}]),
         "{report}"
     );
     assert_eq!(report["cleaned_up"], json!(["gamma-1"]));

@@ -90,6 +90,28 @@ fn pool(name: &str, version: &str, count: usize, dir: &Path, extra: &str) -> Str
     )
 }
 
+/// Pools alpha (handed over with the charm's `pause`) and beta (tainted) of two units
+/// each, deployed, alpha's workloads Ready on it; the double's model gets `extra`.
+async fn two_pools_alpha_paused_by_the_charm(h: &Harness, extra: Value) -> (PathBuf, kube::Client) {
+    let dir = model(h, extra);
+    h.write_config(&format!(
+        "pools:\n{}{}",
+        pool("alpha", "v1.32.4", 2, &dir, "") + "      use_charm_pause: true\n",
+        pool(
+            "beta",
+            "v1.33.1",
+            2,
+            &dir,
+            "    taints: [\"dedicated=web:NoSchedule\"]\n"
+        ),
+    ));
+    let client = h.client().await;
+    h.kbg(&["deploy-pool", "alpha"]).await.expect_code(0);
+    support::workloads_ready_on(&client, "alpha").await;
+    h.kbg(&["deploy-pool", "beta"]).await.expect_code(0);
+    (dir, client)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deploy_migrate_teardown_handing_over_with_the_charms_pause() {
     support::need_python();
@@ -246,22 +268,8 @@ async fn a_unit_that_fails_to_provision_is_named_removed_and_nothing_is_leaked()
 async fn a_failed_charm_drain_stops_the_migration_with_its_words_and_a_rerun_finishes() {
     support::need_python();
     let h = Harness::start(support::SCENARIO, "").await;
-    let dir = model(&h, json!({"faults": {"actions": ["alpha/0"]}}));
-    h.write_config(&format!(
-        "pools:\n{}{}",
-        pool("alpha", "v1.32.4", 2, &dir, "") + "      use_charm_pause: true\n",
-        pool(
-            "beta",
-            "v1.33.1",
-            2,
-            &dir,
-            "    taints: [\"dedicated=web:NoSchedule\"]\n"
-        ),
-    ));
-    let client = h.client().await;
-    h.kbg(&["deploy-pool", "alpha"]).await.expect_code(0);
-    support::workloads_ready_on(&client, "alpha").await;
-    h.kbg(&["deploy-pool", "beta"]).await.expect_code(0);
+    let (dir, client) =
+        two_pools_alpha_paused_by_the_charm(&h, json!({"faults": {"actions": ["alpha/0"]}})).await;
     let margins = watch_pdbs(client.clone());
 
     let run = h.kbg(&["migrate", "alpha", "beta"]).await;
@@ -317,5 +325,69 @@ async fn a_bad_juju_block_on_the_source_is_exit_2_before_anything_is_written() {
         changes(&dir).is_empty(),
         "juju was not run: {:?}",
         changes(&dir)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_of_a_charm_handed_over_pool_resumes_its_units() {
+    support::need_python();
+    let h = Harness::start(support::SCENARIO, "").await;
+    let (dir, client) = two_pools_alpha_paused_by_the_charm(&h, json!({})).await;
+    h.kbg(&["migrate", "alpha", "beta"]).await.expect_code(0);
+    let paused = |dir: &Path| -> Vec<String> {
+        let st = state(dir);
+        let mut p: Vec<String> = st["applications"]["alpha"]["units"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(_, u)| u["paused"] == json!(true))
+            .map(|(k, _)| k.clone())
+            .collect();
+        p.sort();
+        p
+    };
+    assert_eq!(
+        paused(&dir),
+        ["alpha/0", "alpha/1"],
+        "the charm paused both"
+    );
+
+    let run = h.kbg(&["rollback", "alpha", "beta", "-o", "json"]).await;
+    run.expect_code(0);
+    let report = run.json();
+    assert_eq!(
+        report["uncordoned"].as_array().unwrap().len(),
+        2,
+        "{report}"
+    );
+    assert_eq!(report["handed_back"], report["uncordoned"], "{report}");
+    assert!(
+        paused(&dir).is_empty(),
+        "the charm's resume ran on both units"
+    );
+    let resumes: Vec<String> = changes(&dir)
+        .into_iter()
+        .filter(|l| l.contains(" resume"))
+        .collect();
+    assert_eq!(resumes.len(), 1, "one resume for the pool: {resumes:?}");
+    assert!(
+        resumes[0].contains("alpha/0") && resumes[0].contains("alpha/1"),
+        "{resumes:?}"
+    );
+    for n in support::pool_nodes(&client, "alpha").await {
+        assert_ne!(
+            n.spec.unwrap().unschedulable,
+            Some(true),
+            "alpha is schedulable"
+        );
+    }
+    // A second rollback has nothing left to undo and asks the charm for nothing.
+    h.kbg(&["rollback", "alpha", "beta"]).await.expect_code(0);
+    assert_eq!(
+        changes(&dir)
+            .iter()
+            .filter(|l| l.contains(" resume"))
+            .count(),
+        1
     );
 }

@@ -182,6 +182,7 @@ async fn demo(
             kubeconfig: Some(kubeconfig),
             context: None,
             rate_limit: None,
+            ..KubeTarget::default()
         },
         state_namespace: settings::DEFAULT_STATE_NAMESPACE.into(),
         state_configmap: settings::DEFAULT_STATE_CONFIGMAP.into(),

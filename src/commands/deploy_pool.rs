@@ -94,7 +94,8 @@ impl DeployReport {
         self.failed.is_empty() && self.never_joined.is_empty()
     }
 
-    /// Exit 0 when every machine joined, else the error naming those that did not.
+    /// Exit 0 when every machine joined, else the error naming those that did not and
+    /// why (the provider's words, or the node not Ready within `--timeout`).
     ///
     /// # Errors
     /// [`Error::Failed`] naming the machines that failed or never joined.
@@ -108,12 +109,19 @@ impl DeployReport {
             .chain(&self.never_joined)
             .map(|f| f.name.as_str())
             .collect();
+        let why: Vec<String> = self
+            .failed
+            .iter()
+            .chain(&self.never_joined)
+            .map(|f| format!("{}: {}", f.name, f.reason))
+            .collect();
         Err(Error::Failed(format!(
-            "pool {}: {} of {} machines did not join: {}; {}",
+            "pool {}: {} of {} machines did not join: {} ({}); {}",
             self.pool,
             bad.len(),
             self.machines.len() + self.failed.len(),
             bad.join(", "),
+            why.join("; "),
             if self.cleaned_up.is_empty() {
                 "they are left as they are: rerun to wait again, or add --cleanup-on-failure / --retry-failed N"
             } else {
@@ -455,8 +463,15 @@ async fn deploy(
                 report.never_joined.push(FailedMachine {
                     name: m.name.clone(),
                     reason: match node {
-                        None => "no node registered".into(),
-                        Some(n) => format!("node {} registered but is not Ready", pool::name(n)),
+                        None => format!(
+                            "no node registered within --timeout {}",
+                            crate::duration::display(args.timeout)
+                        ),
+                        Some(n) => format!(
+                            "node {} registered but was not Ready within --timeout {}",
+                            pool::name(n),
+                            crate::duration::display(args.timeout)
+                        ),
                     },
                 });
             }

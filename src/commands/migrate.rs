@@ -4,7 +4,7 @@
 //!    when there is no `kbg.yaml`), the drain flags are valid.
 //! 2. Preflight (reads only): both pools have nodes, neither holds a control-plane node,
 //!    the target's kubelets hold against the API server's version, and the drain engine's
-//!    assessment ([`crate::preflight::assess`]): target nodes Ready and schedulable with room for
+//!    preflight ([`crate::preflight::preflight`]): target nodes Ready and schedulable with room for
 //!    what must move, no PDB that can never allow a disruption, unreplicated and emptyDir
 //!    pods named. Any blocker the flags do not allow: refuse with the full list, nothing
 //!    changed. `--dry-run` stops here and prints the plan.
@@ -29,9 +29,7 @@ use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt, stream};
 use indicatif::ProgressBar;
-use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Node, Pod};
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, ListParams};
 use serde::Serialize;
 
@@ -40,22 +38,21 @@ use crate::cli::MigrateArgs;
 use crate::config::{Config, PoolConfig};
 use crate::cordon::{self, Cordoned};
 use crate::drain::{
-    DrainError, DrainObserver, DrainOptions, DrainReport, NodeDrainReport, NodeOutcome, Owners,
+    DrainError, DrainObserver, DrainOptions, DrainReport, NodeDrainReport, NodeOutcome,
     PodDisposition, PodRef, drain_nodes,
 };
 use crate::error::{Error, Result};
 use crate::hand_over::HandOver;
 use crate::plan::plan_batches;
 use crate::pool;
-use crate::preflight::{Allowances, Blocker, PreflightReport, SourcePod, TargetInput, assess};
-use crate::retry::retry;
+use crate::preflight::{Allowances, Blocker, PreflightReport, preflight};
 use crate::selector::validate_dns_label;
 use crate::settings::{DrainSettings, Settings, resolve_drain};
 use crate::skew;
 use crate::state::{MigrateRecord, Phase, op_key};
 use crate::ui::Ui;
 use crate::version::KubeVersion;
-use crate::workloads;
+use crate::workloads::{self, Workload};
 
 /// Nodes read or cordoned at once (one request each): a 1,000-node pool is cordoned and
 /// assessed in seconds, not minutes, without a burst of a thousand requests.
@@ -183,6 +180,8 @@ pub struct MigrateReport {
     pub pdb_waits: u64,
     /// Transient API faults retried by the drain.
     pub transient_retries: u64,
+    /// Eviction requests sent by this run (every try and retry; the audit log's count).
+    pub eviction_requests: u64,
     /// Pods evicted over every run of this migration.
     pub total_pods_evicted: u64,
     /// Final soak waited by this run (cluster seconds).
@@ -331,7 +330,7 @@ async fn controllers_on(
 ) -> std::result::Result<Vec<((String, String, String), Pod)>, kube::Error> {
     let api: Api<Pod> = Api::all(ctx.client.clone());
     let lp = ListParams::default().fields(&format!("spec.nodeName={node}"));
-    let list = retry(ctx.clock, "list pods", || api.list_metadata(&lp)).await?;
+    let list = crate::retry::retry(ctx.clock, "list pods", || api.list_metadata(&lp)).await?;
     Ok(list
         .items
         .into_iter()
@@ -362,61 +361,6 @@ fn skew_problems(target: &[Node], api: &KubeVersion) -> Vec<String> {
         .collect()
 }
 
-/// The drain engine's preflight ([`crate::preflight::assess`]) over reads that each go
-/// through kbg's one retry layer: the engine's own `preflight` sends its reads bare, and
-/// retrying the whole of it as one unit rarely gets through an API server that fails a
-/// share of requests.
-async fn preflight(
-    ctx: &Ctx,
-    source: &[Node],
-    target: &[Node],
-    opts: &DrainOptions,
-) -> std::result::Result<PreflightReport, kube::Error> {
-    let lp = ListParams::default();
-    let daemonsets: Api<DaemonSet> = Api::all(ctx.client.clone());
-    let owners = Owners::with_daemonsets(
-        retry(ctx.clock, "list daemonsets", || {
-            daemonsets.list_metadata(&lp)
-        })
-        .await?
-        .items
-        .into_iter()
-        .map(|d| {
-            (
-                d.metadata.namespace.unwrap_or_default(),
-                d.metadata.name.unwrap_or_default(),
-            )
-        }),
-    );
-    let pdbs: Api<PodDisruptionBudget> = Api::all(ctx.client.clone());
-    let pdbs = retry(ctx.clock, "list pdbs", || pdbs.list(&lp))
-        .await?
-        .items;
-    let owners = &owners;
-    let sources: Vec<(String, Vec<SourcePod>)> = stream::iter(source)
-        .map(|n| async move {
-            let name = pool::name(n).to_string();
-            let pods = pool::pods_on(&ctx.client, &name, ctx.clock).await?;
-            let plans = pods
-                .iter()
-                .map(|p| SourcePod::of(p, opts, owners))
-                .collect();
-            Ok::<_, kube::Error>((name, plans))
-        })
-        .buffered(NODE_CONCURRENCY)
-        .try_collect()
-        .await?;
-    let targets: Vec<TargetInput> = stream::iter(target)
-        .map(|n| async move {
-            let pods = pool::pods_on(&ctx.client, pool::name(n), ctx.clock).await?;
-            Ok::<_, kube::Error>(TargetInput::of(n, &pods))
-        })
-        .buffered(NODE_CONCURRENCY)
-        .try_collect()
-        .await?;
-    Ok(assess(sources, &targets, &pdbs))
-}
-
 struct Planned {
     source: Vec<Node>,
     batches: Vec<Vec<String>>,
@@ -440,7 +384,7 @@ async fn plan(
     let (source, target) = pools(ctx, from, to).await?;
     let api = ctx.api_server_version().await?;
     let opts = drain_options(drain, ctx.clock);
-    let report = preflight(ctx, &source, &target, &opts)
+    let report = preflight(&ctx.client, &source, &target, &opts)
         .await
         .map_err(|e| Error::kube(format!("preflight of {} -> {}", from.name, to.name), e))?;
     let blockers = report.blockers(&Allowances::from(&opts));
@@ -509,14 +453,54 @@ struct Observer<'a> {
     ctx: &'a Ctx,
     command: String,
     bar: ProgressBar,
+    /// Pods evicted by this run so far.
     evicted: AtomicU64,
+    /// Told at each eviction, for [`record_evictions`].
+    evicted_changed: tokio::sync::Notify,
     pdb_waits: AtomicU64,
     drained: Mutex<Vec<String>>,
+}
+
+/// The shortest time between two writes of the running eviction count (wall time): a
+/// run killed mid-batch loses at most the evictions of this last moment from the
+/// migration's total, and a large drain writes the state at most this often.
+const EVICTION_COUNT_PERIOD: Duration = Duration::from_secs(1);
+
+/// Keep `pods_evicted` of the migration's record (`key`) at `before` + this run's
+/// evictions while a batch drains, so a kill mid-batch does not lose its count (the
+/// record is written whole after each batch). Runs until dropped; a failed write is
+/// tried again at the next eviction.
+async fn record_evictions(ctx: &Ctx, key: &str, observer: &Observer<'_>, before: u64) {
+    let mut written = observer.evicted.load(Ordering::Relaxed);
+    loop {
+        observer.evicted_changed.notified().await;
+        let now = observer.evicted.load(Ordering::Relaxed);
+        if now == written {
+            continue;
+        }
+        let total = before + now;
+        let saved = ctx
+            .state
+            .update(key, |cur: Option<MigrateRecord>| {
+                let next = cur.map(|mut r| {
+                    r.pods_evicted = r.pods_evicted.max(total);
+                    r
+                });
+                (next, ())
+            })
+            .await;
+        match saved {
+            Ok(()) => written = now,
+            Err(e) => tracing::debug!(error = %e, "could not record the eviction count yet"),
+        }
+        tokio::time::sleep(EVICTION_COUNT_PERIOD).await;
+    }
 }
 
 impl DrainObserver for Observer<'_> {
     fn pod_evicted(&self, node: &str, pod: &PodRef) {
         self.evicted.fetch_add(1, Ordering::Relaxed);
+        self.evicted_changed.notify_one();
         tracing::debug!(%node, %pod, "evicted");
     }
 
@@ -688,6 +672,7 @@ async fn migrate_inner(
         command: ctx.command().to_string(),
         bar: ctx.ui.bar(total, "evicted"),
         evicted: AtomicU64::new(0),
+        evicted_changed: tokio::sync::Notify::new(),
         pdb_waits: AtomicU64::new(0),
         drained: Mutex::new(Vec::new()),
     };
@@ -702,11 +687,24 @@ async fn migrate_inner(
         pdb_retries: 0,
         pdb_waits: 0,
         transient_retries: 0,
+        eviction_requests: 0,
         total_pods_evicted: 0,
         final_soak_seconds: 0.0,
         cluster_seconds: 0.0,
         drains: Vec::new(),
     };
+    let evicted_before = record.pods_evicted;
+    // A run killed before the workloads of its last batch were Ready again: wait for
+    // them first, as that run would have.
+    let pending: BTreeSet<Workload> = record
+        .waiting_ready
+        .iter()
+        .filter_map(|w| Workload::parse(w))
+        .collect();
+    if drain.wait_for_ready && !pending.is_empty() {
+        let stopped = "stopped before draining further".to_string();
+        wait_moved_ready(ctx, from, to, drain, &mut record, key, &pending, &stopped).await?;
+    }
     let last = p.batches.len().saturating_sub(1);
     for (i, batch) in p.batches.iter().enumerate() {
         let todo: Vec<String> = batch
@@ -757,6 +755,11 @@ async fn migrate_inner(
             BTreeSet::new()
         };
 
+        if drain.wait_for_ready && !moving.is_empty() {
+            // Recorded before the drain: a rerun after a kill waits for them first.
+            record.waiting_ready = moving.iter().map(ToString::to_string).collect();
+            ctx.state.put(key, &record).await?;
+        }
         // The provider's own drain first where the pool asks for it; kbg's drain then
         // confirms that nothing is left (and moves what is).
         if let Some(h) = &hand_over {
@@ -774,12 +777,23 @@ async fn migrate_inner(
                 }
             }
         }
-        let result = drain_nodes(&ctx.client, &todo, &opts, &observer).await;
+        let result = tokio::select! {
+            r = drain_nodes(&ctx.client, &todo, &opts, &observer) => r,
+            () = record_evictions(ctx, key, &observer, evicted_before) => {
+                unreachable!("recording the eviction count runs until dropped")
+            }
+        };
         let (drained, failure) = match result {
             Ok(r) => (r, None),
             Err(e @ DrainError::NotDrained { .. }) => {
-                let msg = e.to_string();
+                let mut msg = e.to_string();
                 let r = e.report().cloned().expect("NotDrained carries its report");
+                if r.nodes.iter().any(|n| n.outcome == NodeOutcome::TimedOut) {
+                    msg.push_str(&format!(
+                        " (each node's drain is given --drain-timeout {})",
+                        crate::duration::display(drain.drain_timeout)
+                    ));
+                }
                 (r, Some(msg))
             }
             Err(e) => return Err(Error::Failed(format!("draining {}: {e}", todo.join(", ")))),
@@ -800,29 +814,8 @@ async fn migrate_inner(
         }
 
         if drain.wait_for_ready && !moving.is_empty() {
-            ctx.ui.step(format_args!(
-                "waiting for {} moved workloads to be Ready",
-                moving.len()
-            ));
-            if let Err(missing) =
-                workloads::wait_ready(&ctx.client, &moving, ctx.clock, drain.ready_timeout).await
-            {
-                let names: Vec<String> = missing.iter().map(ToString::to_string).collect();
-                let msg = format!(
-                    "moved workloads not back at their desired Ready replicas after {} (--ready-timeout; --wait-for-ready=false skips this wait): {}",
-                    crate::duration::display(drain.ready_timeout),
-                    names.join(", ")
-                );
-                record.op.fail(&msg);
-                ctx.state.put(key, &record).await?;
-                return Err(Error::Failed(format!(
-                    "{msg}; stopped after batch {}; pool {}'s nodes stay cordoned; run the same command again to continue, or `kbg rollback {} {}`",
-                    i + 1,
-                    from.name,
-                    from.name,
-                    to.name
-                )));
-            }
+            let stopped = format!("stopped after batch {}", i + 1);
+            wait_moved_ready(ctx, from, to, drain, &mut record, key, &moving, &stopped).await?;
         }
         if i < last && !drain.batch_soak.is_zero() {
             record.op.go(Phase::Soaking);
@@ -870,10 +863,50 @@ async fn migrate_inner(
     Ok(report)
 }
 
+/// Wait until the workloads `moving` are back at their desired Ready replicas, then clear
+/// the record's note of them; on `--ready-timeout`, record the failure and say where the
+/// migration `stopped`.
+#[allow(clippy::too_many_arguments)]
+async fn wait_moved_ready(
+    ctx: &Ctx,
+    from: &PoolConfig,
+    to: &PoolConfig,
+    drain: &DrainSettings,
+    record: &mut MigrateRecord,
+    key: &str,
+    moving: &BTreeSet<Workload>,
+    stopped: &str,
+) -> Result<()> {
+    ctx.ui.step(format_args!(
+        "waiting for {} moved workloads to be Ready",
+        moving.len()
+    ));
+    if let Err(missing) =
+        workloads::wait_ready(&ctx.client, moving, ctx.clock, drain.ready_timeout).await
+    {
+        let names: Vec<String> = missing.iter().map(ToString::to_string).collect();
+        let msg = format!(
+            "moved workloads not back at their desired Ready replicas after {} (--ready-timeout; --wait-for-ready=false skips this wait): {}",
+            crate::duration::display(drain.ready_timeout),
+            names.join(", ")
+        );
+        record.op.fail(&msg);
+        ctx.state.put(key, record).await?;
+        return Err(Error::Failed(format!(
+            "{msg}; {stopped}; pool {}'s nodes stay cordoned; run the same command again to continue, or `kbg rollback {} {}`",
+            from.name, from.name, to.name
+        )));
+    }
+    record.waiting_ready.clear();
+    ctx.state.put(key, record).await?;
+    Ok(())
+}
+
 fn add(report: &mut MigrateReport, record: &mut MigrateRecord, d: &DrainReport) {
     report.pods_evicted += d.pods_evicted as u64;
     report.pdb_retries += u64::from(d.pdb_retries);
     report.transient_retries += u64::from(d.transient_retries);
+    report.eviction_requests += u64::from(d.eviction_requests);
     record.pods_evicted += d.pods_evicted as u64;
     record.pdb_retries += u64::from(d.pdb_retries);
     for n in &d.nodes {

@@ -2,7 +2,10 @@
 //!
 //! Uncordons the FROM nodes that migration cordoned, as their cordon notes say: a node a
 //! person had cordoned before stays cordoned (kbg only removes its note), a node without
-//! the migration's note is not touched. Marks the migration rolled back in kbg's state,
+//! the migration's note is not touched. When FROM was handed over by its provider
+//! (`juju.use_charm_pause`), the provider's hand-over of the uncordoned nodes is undone
+//! too (the worker charm's `resume` action), so the charm no longer reports them paused;
+//! a rollback interrupted before that finishes it when run again. Marks the migration rolled back in kbg's state,
 //! so a rerun of `kbg migrate FROM TO` starts afresh. With `--drain-back`, then runs
 //! `kbg migrate TO FROM` (preflight, cordon, batches) so the workloads go back.
 //!
@@ -11,6 +14,7 @@
 
 use std::process::ExitCode;
 
+use k8s_openapi::api::core::v1::Node;
 use serde::Serialize;
 
 use super::Ctx;
@@ -19,6 +23,7 @@ use crate::cli::RollbackArgs;
 use crate::config::PoolConfig;
 use crate::cordon::{self, Uncordoned};
 use crate::error::{Error, Result};
+use crate::hand_over::HandOver;
 use crate::pool;
 use crate::settings::{DrainSettings, Settings, resolve_drain};
 use crate::state::{MigrateRecord, OpHeader, Phase, RollbackRecord, op_key};
@@ -37,6 +42,8 @@ pub struct RollbackReport {
     pub left_cordoned: Vec<String>,
     /// FROM nodes the migration had not cordoned (untouched).
     pub untouched: Vec<String>,
+    /// FROM nodes whose provider's hand-over was undone (Juju: the charm's `resume`).
+    pub handed_back: Vec<String>,
     /// The drain back, with `--drain-back`.
     pub drain_back: Option<MigrateReport>,
 }
@@ -54,6 +61,12 @@ impl RollbackReport {
             out.push_str(&format!(
                 "; left cordoned as a person had cordoned them: {}",
                 self.left_cordoned.join(", ")
+            ));
+        }
+        if !self.handed_back.is_empty() {
+            out.push_str(&format!(
+                "; provider's hand-over undone on {}",
+                self.handed_back.join(", ")
             ));
         }
         if let Some(d) = &self.drain_back {
@@ -115,10 +128,21 @@ async fn rollback(
 ) -> Result<RollbackReport> {
     let migration = op_key("migrate", &[&from.name, &to.name]);
     let key = op_key("rollback", &[&from.name, &to.name]);
+    // A rollback stopped half way has uncordoned nodes whose notes are gone now: carry
+    // them over, so their hand-over is still undone.
+    let unfinished = ctx
+        .state
+        .get::<RollbackRecord>(&key)
+        .await?
+        .filter(|r| !r.op.phase.is_finished());
     let mut record = RollbackRecord {
         op: OpHeader::new(ctx.command(), &ctx.holder.identity()),
-        uncordoned: Vec::new(),
+        uncordoned: unfinished
+            .as_ref()
+            .map(|r| r.uncordoned.clone())
+            .unwrap_or_default(),
         left_cordoned: Vec::new(),
+        handed_back: unfinished.map(|r| r.handed_back).unwrap_or_default(),
     };
     record.op.go(Phase::Uncordoning);
     ctx.state.put(&key, &record).await?;
@@ -133,6 +157,7 @@ async fn rollback(
             .await
             .map_err(|e| Error::kube(format!("uncordoning node {name}"), e))?
         {
+            Uncordoned::Uncordoned if record.uncordoned.iter().any(|u| u == name) => {}
             Uncordoned::Uncordoned => {
                 ctx.events.normal(
                     name,
@@ -167,6 +192,27 @@ async fn rollback(
         .await?;
     ctx.state.put(&key, &record).await?;
 
+    let pending: Vec<&Node> = nodes
+        .iter()
+        .filter(|n| {
+            let name = pool::name(n);
+            record.uncordoned.iter().any(|u| u == name)
+                && !record.handed_back.iter().any(|h| h == name)
+        })
+        .collect();
+    if !pending.is_empty()
+        && let Some(h) = HandOver::for_pool(ctx, from, drain).await?
+    {
+        let done = h.hand_back(ctx, &pending).await?;
+        ctx.ui.step(format_args!(
+            "undid the {} provider's hand-over of {}",
+            h.kind(),
+            done.join(", ")
+        ));
+        record.handed_back.extend(done);
+        ctx.state.put(&key, &record).await?;
+    }
+
     let mut back = None;
     if drain_back {
         let back_key = op_key("migrate", &[&to.name, &from.name]);
@@ -180,6 +226,7 @@ async fn rollback(
         uncordoned: record.uncordoned,
         left_cordoned: record.left_cordoned,
         untouched,
+        handed_back: record.handed_back,
         drain_back: back,
     })
 }

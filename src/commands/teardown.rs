@@ -271,7 +271,7 @@ async fn teardown(
         |all| !all.iter().any(|n| names.iter().any(|d| d == pool::name(n))),
     )
     .await
-    .map_err(|t| Error::Failed(t.to_string()))?;
+    .map_err(|t| Error::Failed(format!("{t}: {}", still_there(&t.last, &names))))?;
 
     record.op.go(Phase::Deprovisioning);
     ctx.state.put(&key, &record).await?;
@@ -332,4 +332,28 @@ async fn teardown(
         pods_left: left,
         cluster_seconds: ctx.clock.elapsed(start).as_secs_f64(),
     })
+}
+
+/// The nodes of `deleted` still in `last`, each with the finalizers holding it (what a
+/// teardown that timed out waiting for them to be gone names).
+fn still_there(last: &[Arc<Node>], deleted: &[String]) -> String {
+    let left: Vec<String> = last
+        .iter()
+        .filter(|n| deleted.iter().any(|d| d == pool::name(n)))
+        .map(|n| match n.metadata.finalizers.as_deref() {
+            Some(f) if !f.is_empty() => {
+                format!(
+                    "{} still there (finalizers: {})",
+                    pool::name(n),
+                    f.join(", ")
+                )
+            }
+            _ => format!("{} still there", pool::name(n)),
+        })
+        .collect();
+    if left.is_empty() {
+        "the watch saw none of them".into()
+    } else {
+        left.join("; ")
+    }
 }

@@ -5,11 +5,10 @@ use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::core::{Selector, SelectorExt};
 use serde::{Deserialize, Serialize};
 
 use super::DrainOptions;
-use super::selector::parse_selector;
+use crate::selector::Selector;
 
 /// The annotation the kubelet puts on the API object mirroring a static pod
 /// (`kubernetes.io/config.mirror`, k8s.io/api core/v1 `MirrorPodAnnotationKey`). Mirror
@@ -196,7 +195,8 @@ impl Classifier {
             selector: opts
                 .pod_selector
                 .as_deref()
-                .map(|text| parse_selector(text).ok()),
+                .filter(|text| !text.trim().is_empty())
+                .map(|text| Selector::parse(text).ok()),
         }
     }
 
@@ -561,6 +561,14 @@ mod tests {
         }
     }
 
+    fn generation(mut pod: Pod, value: &str) -> Pod {
+        pod.metadata
+            .labels
+            .get_or_insert_with(BTreeMap::new)
+            .insert("gen".into(), value.into());
+        pod
+    }
+
     #[test]
     fn pod_selector_narrows_before_any_other_rule() {
         let rows = [
@@ -579,6 +587,13 @@ mod tests {
             ),
             (Some(""), pod(), EVICT),
             (Some("app in (web"), pod(), skip(SkipReason::NotSelected)),
+            // The numeric forms `kubectl -l` and kbg's command line accept.
+            (Some("gen>2"), generation(pod(), "3"), EVICT),
+            (
+                Some("gen<3"),
+                generation(pod(), "3"),
+                skip(SkipReason::NotSelected),
+            ),
         ];
         for (selector, pod, expected) in rows {
             assert_eq!(

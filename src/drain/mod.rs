@@ -37,14 +37,16 @@
 //!   nodes go on.
 //!
 //! Transient faults (5xx, dropped connections, 429s that are not a PDB's) are retried
-//! with backoff in exactly one place ([`evict`]); kbg's kube client is built with
-//! `default_retry = false` so no layer retries underneath.
+//! with backoff in exactly one place per request: evictions in [`evict`], the one read
+//! the drain sends outside its watches (DaemonSet metadata) in [`crate::retry`]; kbg's
+//! kube client is built with `default_retry = false` so no layer retries underneath, and
+//! each eviction sent is counted ([`NodeDrainReport::eviction_requests`]) so a test can
+//! hold the API server's audit log against it.
 
 mod classify;
 mod evict;
 mod node;
 pub(crate) mod pdb;
-mod selector;
 
 use std::fmt;
 use std::time::Duration;
@@ -58,7 +60,6 @@ pub use classify::{
 pub(crate) use classify::{Classifier, is_finished, is_ready};
 
 pub use evict::{DISRUPTION_BUDGET_CAUSE, NAMESPACE_TERMINATING_CAUSE};
-pub use selector::{SelectorError, parse_selector};
 
 use crate::clock::Clock;
 
@@ -83,8 +84,9 @@ pub struct DrainOptions {
     /// kubectl `--grace-period` in seconds: overrides each pod's
     /// `terminationGracePeriodSeconds`; `None` or negative = the pod's own (kubectl's -1).
     pub grace_period: Option<i64>,
-    /// kubectl `--pod-selector`: only pods whose labels match are drained (set-based
-    /// syntax, e.g. `app=web,tier notin (db)`). Default none: every pod.
+    /// kubectl `--pod-selector`: only pods whose labels match are drained, in `kubectl -l`
+    /// syntax (e.g. `app=web,tier notin (db)`), parsed by kbg's one selector parser
+    /// ([`crate::selector::Selector`]). Default none, or blank: every pod.
     pub pod_selector: Option<String>,
     /// Cluster time a pod refused by a PDB waits before trying again when kbg cannot see
     /// that PDB's status on its watch. Default [`EVICTION_RETRY_INTERVAL`] (kubectl's 5 s).
@@ -125,8 +127,10 @@ impl DrainOptions {
     /// [`DrainError::InvalidPodSelector`] or [`DrainError::InvalidOption`], each naming the
     /// flag.
     pub fn validate(&self) -> Result<(), DrainError> {
-        if let Some(selector) = &self.pod_selector {
-            parse_selector(selector).map_err(DrainError::InvalidPodSelector)?;
+        if let Some(selector) = self.pod_selector.as_deref()
+            && !selector.trim().is_empty()
+        {
+            crate::selector::Selector::parse(selector).map_err(DrainError::InvalidPodSelector)?;
         }
         if self.max_concurrent_evictions == 0 {
             return Err(DrainError::InvalidOption {
@@ -291,8 +295,14 @@ pub struct NodeDrainReport {
     /// Times a pod waited for its PDB without asking, because kbg's PDB watch showed no
     /// disruption allowed (each one request saved).
     pub pdb_waits: u32,
-    /// Transient faults retried (5xx, dropped connections, throttling 429s).
+    /// Transient faults retried (5xx, dropped connections, throttling 429s), on
+    /// evictions and on the node's pod watch.
     pub transient_retries: u32,
+    /// Eviction requests sent and answered (or failed): first tries, tries again after a
+    /// PDB's refusal, and retries after transient faults. Nothing retries underneath the
+    /// drain, so the API server's audit log shows exactly this many.
+    #[serde(default)]
+    pub eviction_requests: u32,
     /// Every pod that had to move and did not, with why.
     pub not_moved: Vec<PodProblem>,
     /// The error that stopped this node's drain before its pods could be seen (e.g. not
@@ -313,6 +323,7 @@ impl NodeDrainReport {
             pdb_retries: 0,
             pdb_waits: 0,
             transient_retries: 0,
+            eviction_requests: 0,
             not_moved: Vec::new(),
             error: None,
             cluster_seconds: 0.0,
@@ -333,6 +344,9 @@ pub struct DrainReport {
     pub pdb_retries: u32,
     /// Transient faults retried, on all nodes.
     pub transient_retries: u32,
+    /// Eviction requests sent, on all nodes ([`NodeDrainReport::eviction_requests`]).
+    #[serde(default)]
+    pub eviction_requests: u32,
     /// Cluster seconds from the start of the call to its end.
     pub cluster_seconds: f64,
 }
@@ -344,6 +358,7 @@ impl DrainReport {
             pods_not_moved: nodes.iter().map(|n| n.not_moved.len()).sum(),
             pdb_retries: nodes.iter().map(|n| n.pdb_retries).sum(),
             transient_retries: nodes.iter().map(|n| n.transient_retries).sum(),
+            eviction_requests: nodes.iter().map(|n| n.eviction_requests).sum(),
             cluster_seconds,
             nodes,
         }
@@ -367,9 +382,10 @@ impl DrainReport {
 /// Why a drain did not finish.
 #[derive(Debug, thiserror::Error)]
 pub enum DrainError {
-    /// `pod_selector` does not parse; nothing was touched.
+    /// `pod_selector` does not parse ([`crate::selector::Selector::parse`]'s one-line
+    /// reason); nothing was touched.
     #[error("--pod-selector: {0}")]
-    InvalidPodSelector(#[source] SelectorError),
+    InvalidPodSelector(String),
     /// Another option is out of range; nothing was touched.
     #[error("{flag}: {message}")]
     InvalidOption {
@@ -458,25 +474,20 @@ pub(crate) struct Shared<'a> {
 
 impl Shared<'_> {
     /// Which DaemonSets exist, listed once per drain (metadata only) the first time a
-    /// DaemonSet pod is seen. If they cannot be listed, every one is assumed to exist:
+    /// DaemonSet pod is seen, through kbg's one retry layer for reads
+    /// ([`crate::retry::retry`]: transient faults only). If they cannot be listed, every
+    /// one is assumed to exist:
     /// its pods stay, and teardown's own check refuses a node that is not empty.
     pub(crate) async fn owners(&self) -> &Owners {
         self.daemonsets
             .get_or_init(|| async {
-                use backon::Retryable;
                 let api: kube::Api<k8s_openapi::api::apps::v1::DaemonSet> =
                     kube::Api::all(self.client.clone());
-                let clock = self.opts.clock;
                 let params = kube::api::ListParams::default();
-                let list = (|| api.list_metadata(&params))
-                    .retry(
-                        backon::ExponentialBuilder::default()
-                            .with_min_delay(Duration::from_millis(200))
-                            .with_max_times(5)
-                            .with_jitter(),
-                    )
-                    .sleep(move |d| async move { clock.sleep(d).await })
-                    .await;
+                let list = crate::retry::retry(self.opts.clock, "list daemonsets", || {
+                    api.list_metadata(&params)
+                })
+                .await;
                 match list {
                     Ok(list) => Owners::with_daemonsets(list.items.into_iter().map(|d| {
                         (
@@ -595,6 +606,27 @@ mod tests {
             e.to_string().starts_with("--max-concurrent-evictions: "),
             "{e}"
         );
+    }
+
+    /// The drain takes every selector kbg's command line takes (one parser,
+    /// [`crate::selector::Selector`]): `--pod-selector 'gen>2'` passes the CLI, so it
+    /// must pass here too.
+    #[test]
+    fn validate_accepts_what_the_command_line_accepts() {
+        for text in [
+            "gen>2",
+            "gen < 3",
+            "app=web,gen>1",
+            "!gen",
+            "tier notin (db)",
+        ] {
+            crate::selector::Selector::parse(text).unwrap();
+            let o = DrainOptions {
+                pod_selector: Some(text.into()),
+                ..Default::default()
+            };
+            assert!(o.validate().is_ok(), "{text}: {:?}", o.validate());
+        }
     }
 
     fn problem(name: &str, reason: NotMovedReason) -> PodProblem {

@@ -527,6 +527,7 @@ impl<'s, 'o> NodeRun<'s, 'o> {
     ) {
         let sh = self.sh;
         self.report.transient_retries += result.transient_retries;
+        self.report.eviction_requests += 1 + result.transient_retries;
         let Some(t) = self.pods.get_mut(uid) else {
             return;
         };

@@ -7,7 +7,9 @@
 //! for codes that point at one setting, which setting to check.
 //!
 //! Throttling and passing faults are retried by the SDK's retry configuration
-//! (standard mode, set explicitly when the provider is built); nothing here retries.
+//! (standard mode, set explicitly when the provider is built); nothing here retries, and
+//! the errors the SDK retried are marked so ([`ProviderError::already_retried`]) that
+//! kbg's own retry layer does not stack a second one on top.
 
 use std::error::Error as StdError;
 
@@ -141,7 +143,12 @@ where
             let message = err.message().unwrap_or("no message from EC2");
             (kind, format!("{label}: {message}"))
         }
-        SdkError::TimeoutError(_) => (ErrorKind::Transient, chain(&err)),
+        // The SDK's attempts all ran out of time (`ATTEMPT_TIMEOUT` each): the call's
+        // deadline is spent; kbg does not retry it again.
+        SdkError::TimeoutError(_) => (
+            ErrorKind::Timeout,
+            format!("EC2 did not answer in time: {}", chain(&err)),
+        ),
         SdkError::DispatchFailure(d) => {
             let kind = if d.is_io() || d.is_timeout() {
                 ErrorKind::Transient
@@ -167,12 +174,18 @@ where
             .unwrap_or_default(),
         _ => String::new(),
     };
-    let error = ProviderError::new(
+    // The SDK's standard retry mode has retried throttling, 5xx and I/O failures
+    // already ([`crate::MAX_ATTEMPTS`] attempts): kbg must not retry them again on top.
+    let retried = matches!(kind, ErrorKind::Throttled | ErrorKind::Transient);
+    let mut error = ProviderError::new(
         PROVIDER,
         kind,
         format!("{action} for pool {pool} failed: {what}{hint}").replace('\n', " "),
     )
     .with_source(err);
+    if retried {
+        error = error.already_retried();
+    }
     CallError { error, code }
 }
 
@@ -312,6 +325,32 @@ mod tests {
             e.to_string(),
             "aws: gave up after 600 s waiting for instance i-1 to run (pools.beta.aws.wait_timeout_secs sets the limit)"
         );
+    }
+
+    #[test]
+    fn errors_the_sdk_retried_are_not_retried_again_by_kbg() {
+        use aws_sdk_ec2::operation::run_instances::RunInstancesError;
+        use aws_smithy_runtime_api::http::{Response, StatusCode};
+        use aws_smithy_types::body::SdkBody;
+        use aws_smithy_types::error::ErrorMetadata;
+
+        let answer = |status: u16, code: &str| {
+            let err = RunInstancesError::generic(
+                ErrorMetadata::builder().code(code).message("m").build(),
+            );
+            let raw = Response::new(StatusCode::try_from(status).unwrap(), SdkBody::empty());
+            sdk_error(SdkError::service_error(err, raw), "RunInstances", "beta").error
+        };
+        let throttled = answer(503, "RequestLimitExceeded");
+        assert_eq!(throttled.kind, ErrorKind::Throttled);
+        assert!(throttled.is_retryable() && throttled.was_retried());
+        let unavailable = answer(503, "Unavailable");
+        assert!(unavailable.was_retried(), "{unavailable:?}");
+        // The SDK does not retry a capacity error; kbg may, later.
+        let capacity = answer(500, "InsufficientInstanceCapacity");
+        assert_eq!(capacity.kind, ErrorKind::Capacity);
+        assert!(capacity.is_retryable() && !capacity.was_retried());
+        assert!(!answer(400, "InvalidAMIID.NotFound").was_retried());
     }
 
     #[test]

@@ -44,7 +44,9 @@
 //! SSO, IMDS), with `region`, `profile` and `endpoint_url` from the settings on top.
 //! Throttling (`RequestLimitExceeded`) and passing faults are retried by the SDK's
 //! standard retry mode, set explicitly ([`MAX_ATTEMPTS`]); this crate adds no retry
-//! layer of its own.
+//! layer of its own, and marks the errors the SDK retried so that kbg's retry layer does
+//! not retry them again (`ProviderError::already_retried`). Each attempt is bounded ([`ATTEMPT_TIMEOUT`]); a call whose attempts
+//! all ran out of time is [`ErrorKind::Timeout`], which kbg does not retry again.
 
 pub mod error;
 pub mod plan;
@@ -52,12 +54,14 @@ pub mod redact;
 pub mod settings;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_ec2::Client;
 use aws_sdk_ec2::client::Waiters;
 use aws_sdk_ec2::config::retry::RetryConfig;
+use aws_sdk_ec2::config::timeout::TimeoutConfig;
 use aws_sdk_ec2::types::{
     Filter, IamInstanceProfileSpecification, Instance, InstanceStateName, InstanceType,
     LaunchTemplateSpecification, ResourceType, Tag, TagSpecification,
@@ -97,6 +101,23 @@ pub fn cluster_tag(cluster: &str) -> String {
 /// backoff with jitter, retrying throttling and 5xx). The SDK's default is 3; EC2
 /// throttles per account and a pool launch is a burst, so kbg allows 5.
 pub const MAX_ATTEMPTS: u32 = 5;
+
+/// How long one attempt of an EC2 call may take before the SDK gives it up (and its
+/// retry mode may try again): 60 s, as kube-apiserver's own request timeout. The SDK
+/// sets no such limit by default, so an endpoint that accepts the connection and then
+/// never answers (a wedged proxy, a VPC endpoint black-holing packets) held kbg forever.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The SDK's own default connect timeout (3.1 s), kept when [`ATTEMPT_TIMEOUT`] is set.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(3100);
+
+/// The timeouts every EC2 call of [`AwsProvider::from_pool`] runs under.
+pub fn timeout_config() -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+        .build()
+}
 
 /// How many machines are launched (or waited for) at once, after the first. EC2 rate
 /// limits mutating calls per account with a token bucket; a few in flight keep a large
@@ -171,7 +192,8 @@ impl AwsProvider {
     pub async fn from_pool(pool: &PoolSpec) -> Result<AwsProvider> {
         let settings = Settings::from_pool(pool)?;
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .retry_config(RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS));
+            .retry_config(RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS))
+            .timeout_config(timeout_config());
         if let Some(region) = &settings.region {
             loader = loader.region(Region::new(region.clone()));
         }
@@ -917,23 +939,31 @@ mod tests {
         assert_eq!(instance_id_from_provider_id("aws:///eu-west-1b/"), None);
     }
 
-    #[tokio::test]
-    async fn from_pool_sets_retries_explicitly_and_hides_request_bodies() {
-        let pool = PoolSpec {
+    /// Pool beta in eu-west-1, at `endpoint` when given.
+    fn beta(endpoint: Option<&str>) -> PoolSpec {
+        let mut settings = serde_json::json!({
+            "cluster_name": "prod",
+            "region": "eu-west-1",
+            "ami": "ami-0abc",
+            "instance_type": "m6i.large",
+        });
+        if let Some(url) = endpoint {
+            settings["endpoint_url"] = url.into();
+        }
+        PoolSpec {
             name: "beta".into(),
             version: "v1.31.2".into(),
             labels: BTreeMap::new(),
             taints: vec![],
-            settings: serde_json::json!({
-                "cluster_name": "prod",
-                "region": "eu-west-1",
-                "endpoint_url": "http://127.0.0.1:9",
-                "ami": "ami-0abc",
-                "instance_type": "m6i.large",
-            }),
+            settings,
             template: None,
             join: kbg_provider::JoinConfig::default(),
-        };
+        }
+    }
+
+    #[tokio::test]
+    async fn from_pool_sets_retries_explicitly_and_hides_request_bodies() {
+        let pool = beta(Some("http://127.0.0.1:9"));
         let aws = AwsProvider::from_pool(&pool).await.unwrap();
         let config = aws.client.config();
         let retry = config.retry_config().unwrap();
@@ -942,6 +972,9 @@ mod tests {
             aws_sdk_ec2::config::retry::RetryMode::Standard
         );
         assert_eq!(retry.max_attempts(), MAX_ATTEMPTS);
+        let timeouts = config.timeout_config().unwrap();
+        assert_eq!(timeouts.operation_attempt_timeout(), Some(ATTEMPT_TIMEOUT));
+        assert_eq!(timeouts.connect_timeout(), Some(CONNECT_TIMEOUT));
         assert_eq!(config.region().map(|r| r.as_ref()), Some("eu-west-1"));
         assert!(
             config
@@ -953,5 +986,49 @@ mod tests {
     #[test]
     fn cluster_tags_follow_the_cloud_provider() {
         assert_eq!(cluster_tag("prod"), "kubernetes.io/cluster/prod");
+    }
+
+    /// An EC2 endpoint that accepts connections and never answers: the call ends when
+    /// its attempt's time is up, as a whole-call [`ErrorKind::Timeout`] (not a transient
+    /// fault for kbg to retry on top of the SDK's own attempts).
+    #[tokio::test]
+    async fn an_endpoint_that_never_answers_is_a_timeout() {
+        use aws_sdk_ec2::config::{Credentials, SharedCredentialsProvider};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let hold = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((conn, _)) = listener.accept().await {
+                open.push(conn);
+            }
+        });
+        let sdk = SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("eu-west-1"))
+            .endpoint_url(&endpoint)
+            .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
+                "testing",
+                "testing",
+                None,
+                None,
+                "kbg-tests",
+            )))
+            .retry_config(RetryConfig::disabled())
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .operation_attempt_timeout(Duration::from_secs(1))
+                    .build(),
+            )
+            .build();
+        let pool = beta(None);
+        let aws = AwsProvider::from_pool_with_config(&pool, &sdk).unwrap();
+        let err = tokio::time::timeout(Duration::from_secs(60), aws.list(&pool))
+            .await
+            .expect("the call ends")
+            .unwrap_err();
+        assert!(matches!(err.kind, ErrorKind::Timeout), "{err:?}");
+        assert!(err.machine.is_none(), "{err}");
+        hold.abort();
     }
 }

@@ -45,6 +45,7 @@ pub struct ProviderError {
     /// The provider's own words, one line.
     pub message: String,
     source: Option<Box<dyn StdError + Send + Sync + 'static>>,
+    retried: bool,
 }
 
 impl ProviderError {
@@ -56,6 +57,7 @@ impl ProviderError {
             machine: None,
             message: message.into(),
             source: None,
+            retried: false,
         }
     }
 
@@ -94,6 +96,22 @@ impl ProviderError {
     ) -> Self {
         self.source = Some(source.into());
         self
+    }
+
+    /// The same error, marked as already retried by the provider's own retry layer
+    /// (the AWS SDK's standard retry mode retries throttling and 5xx itself): kbg's retry
+    /// layer does not stack a second one on top, so one call is never tried attempts ×
+    /// attempts times.
+    #[must_use]
+    pub fn already_retried(mut self) -> Self {
+        self.retried = true;
+        self
+    }
+
+    /// Whether the provider's own retry layer already retried this error
+    /// ([`ProviderError::already_retried`]).
+    pub fn was_retried(&self) -> bool {
+        self.retried
     }
 
     /// Whether trying the same request again later can help.

@@ -310,6 +310,23 @@ pub trait Provider: Send + Sync + fmt::Debug {
         ))
     }
 
+    /// Undo [`Provider::hand_over`] on `machines` whose nodes kbg has uncordoned again
+    /// (`kbg rollback`): the Juju worker charm's `resume` action, so the charm no longer
+    /// reports its unit paused. Called only for pools whose [`Provider::hands_over`] is
+    /// `true`, and only for the machines whose nodes the rollback uncordoned.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Unsupported`] where the provider has no hand-over (the default); a
+    /// per-machine failure goes into [`HandOverReport::failed`]; an `Err` means the
+    /// provider could not be asked.
+    async fn hand_back(&self, pool: &PoolSpec, machines: &[Machine]) -> Result<HandOverReport> {
+        let _ = (pool, machines);
+        Err(ProviderError::unsupported(
+            self.kind(),
+            "this provider has no hand-over of its own to undo",
+        ))
+    }
+
     /// Run `command` on `machine` (control-plane upgrades).
     ///
     /// # Errors

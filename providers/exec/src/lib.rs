@@ -210,7 +210,7 @@ impl ExecProvider {
         command: Option<&RemoteCommand>,
         timeout_secs: u64,
     ) -> Result<Response> {
-        let secrets = secrets_of(pool);
+        let secrets = Secrets::of(pool, machines.as_deref());
         let join = (op == Op::Provision).then(|| JoinView {
             endpoint: &pool.join.api_server_endpoint,
             token: pool.join.token.as_ref().map_or("", Secret::expose),
@@ -241,7 +241,7 @@ impl ExecProvider {
             )
         })?;
         drop(request);
-        let env_remove = env_holding(&secrets, std::env::vars_os());
+        let env_remove = env_holding(&secrets_of(pool), std::env::vars_os());
         let program = self.program();
         tracing::debug!(pool = %pool.name, op = op.as_str(), %program, "running exec plugin");
         let outcome = runner::run(
@@ -389,11 +389,67 @@ fn env_holding(
     .collect()
 }
 
+/// Bootstrap lines at least this long (trimmed) are redacted wherever they appear in what
+/// a plugin says; shorter ones (`runcmd:`, `- curl`) only when a whole line is one of
+/// them, so that a plugin's own words are not blotted out.
+const BOOTSTRAP_LINE_ANYWHERE: usize = 16;
+
+/// What must never come back from a plugin in a message or a log: the pool's secret
+/// values, and the rendered bootstraps of the request (user-data is a secret as a whole:
+/// it may carry certificates and keys of a template's own, not only the join token).
+#[derive(Debug, Default)]
+struct Secrets {
+    /// Replaced wherever they appear.
+    anywhere: Vec<String>,
+    /// Replaced where a whole line (trimmed) is one of them.
+    lines: BTreeSet<String>,
+}
+
+impl Secrets {
+    /// The secrets of a request for `pool` carrying `machines` (with their `bootstrap`).
+    fn of(pool: &PoolSpec, machines: Option<&[Value]>) -> Secrets {
+        let mut s = Secrets {
+            anywhere: secrets_of(pool),
+            lines: BTreeSet::new(),
+        };
+        let bootstraps = machines
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|m| m.get("bootstrap")?.as_str());
+        for line in bootstraps.flat_map(str::lines) {
+            let line = line.trim();
+            if line.chars().count() >= BOOTSTRAP_LINE_ANYWHERE {
+                // As written, and as a JSON string carries it (a plugin echoing its request).
+                let escaped = serde_json::to_string(line).unwrap_or_default();
+                s.anywhere.push(escaped.trim_matches('"').to_string());
+                s.anywhere.push(line.to_string());
+            } else if !line.is_empty() {
+                s.lines.insert(line.to_string());
+            }
+        }
+        // Longest first, so that a line holding the token is replaced whole.
+        s.anywhere.sort_by_key(|a| std::cmp::Reverse(a.len()));
+        s.anywhere.dedup();
+        s
+    }
+}
+
 /// `text` with every secret replaced by `***`.
-fn redact(text: &str, secrets: &[String]) -> String {
+fn redact(text: &str, secrets: &Secrets) -> String {
+    let lines: Vec<&str> = text
+        .split('\n')
+        .map(|l| {
+            if secrets.lines.contains(l.trim()) {
+                "***"
+            } else {
+                l
+            }
+        })
+        .collect();
     secrets
+        .anywhere
         .iter()
-        .fold(text.to_string(), |t, s| t.replace(s.as_str(), "***"))
+        .fold(lines.join("\n"), |t, s| t.replace(s.as_str(), "***"))
 }
 
 /// The last non-empty line of `text`, on one bounded line.
@@ -406,7 +462,7 @@ fn last_line(text: &str) -> Option<String> {
 
 /// A plugin's own error as a [`ProviderError`]; its `invalid_config` names the pool's
 /// `exec.config` block.
-fn plugin_error(program: &str, pool: &str, e: PluginError, secrets: &[String]) -> ProviderError {
+fn plugin_error(program: &str, pool: &str, e: PluginError, secrets: &Secrets) -> ProviderError {
     let kind = match e.kind {
         ErrorKind::InvalidConfig { .. } => ErrorKind::InvalidConfig {
             field: format!("pools.{pool}.exec.config"),
@@ -438,12 +494,16 @@ impl ExecProvider {
         .with_machine(machine)
     }
 
-    fn per_machine(&self, pool: &PoolSpec, errors: Vec<PluginError>) -> Vec<ProviderError> {
-        let secrets = secrets_of(pool);
+    fn per_machine(
+        &self,
+        pool: &PoolSpec,
+        errors: Vec<PluginError>,
+        secrets: &Secrets,
+    ) -> Vec<ProviderError> {
         let program = self.program();
         errors
             .into_iter()
-            .map(|e| plugin_error(&program, &pool.name, e, &secrets))
+            .map(|e| plugin_error(&program, &pool.name, e, secrets))
             .collect()
     }
 
@@ -478,6 +538,7 @@ impl Provider for ExecProvider {
             }
             machines.push(m);
         }
+        let secrets = Secrets::of(pool, Some(&machines));
         let response = self
             .call(
                 pool,
@@ -501,7 +562,7 @@ impl Provider for ExecProvider {
                 tracing::warn!(pool = %pool.name, machine = %m.name, "plugin reported a machine kbg did not ask for; ignored");
             }
         }
-        for e in self.per_machine(pool, errors) {
+        for e in self.per_machine(pool, errors, &secrets) {
             if let Some(m) = &e.machine {
                 answered.insert(m.clone());
             }
@@ -560,7 +621,7 @@ impl Provider for ExecProvider {
                 report.removed.push(name);
             }
         }
-        for e in self.per_machine(pool, errors) {
+        for e in self.per_machine(pool, errors, &Secrets::of(pool, None)) {
             if let Some(m) = &e.machine {
                 answered.insert(m.clone());
             }
@@ -608,6 +669,39 @@ mod tests {
     use super::*;
     use std::ffi::OsString;
 
+    /// A plugin that echoes the user-data it was given (a `set -x` script, a tool that
+    /// logs its input) gets it redacted, whether it prints the lines or the request's
+    /// JSON; its own short words stay.
+    #[test]
+    fn rendered_bootstraps_are_redacted_too() {
+        let pool = PoolSpec {
+            name: "beta".into(),
+            version: "v1.33.1".into(),
+            labels: std::collections::BTreeMap::new(),
+            taints: Vec::new(),
+            settings: json!({}),
+            template: None,
+            join: kbg_provider::JoinConfig {
+                api_server_endpoint: "10.0.0.1:6443".into(),
+                token: Some(Secret::new("abcdef.0123456789abcdef")),
+                ca_cert_hash: None,
+            },
+        };
+        let bootstrap = "#cloud-config\nruncmd:\n  - [kubeadm, join, --token, \"abcdef.0123456789abcdef\"]\n  - echo \"site key K3yM4t3r1al0nly\" > /etc/site\n";
+        let machines = [json!({"name": "beta-0", "bootstrap": bootstrap})];
+        let secrets = Secrets::of(&pool, Some(&machines));
+        let said = format!(
+            "booting beta-0\n{bootstrap}request: {}\nruncmd: is not supported here",
+            json!({"machines": machines})
+        );
+        let shown = redact(&said, &secrets);
+        for leak in ["K3yM4t3r1al0nly", "0123456789abcdef"] {
+            assert!(!shown.contains(leak), "{leak} in {shown}");
+        }
+        assert!(shown.starts_with("booting beta-0\n***\n***\n"), "{shown}");
+        assert!(shown.ends_with("runcmd: is not supported here"), "{shown}");
+    }
+
     #[test]
     fn variables_holding_a_secret_are_not_inherited() {
         let secrets = vec!["abcdef.0123456789abcdef".to_string()];
@@ -631,7 +725,10 @@ mod tests {
 
     #[test]
     fn secrets_are_redacted_from_what_a_plugin_says() {
-        let secrets = vec!["tok.en".to_string(), "sha256:ff".to_string()];
+        let secrets = Secrets {
+            anywhere: vec!["tok.en".to_string(), "sha256:ff".to_string()],
+            lines: BTreeSet::new(),
+        };
         assert_eq!(
             redact("join with tok.en and sha256:ff", &secrets),
             "join with *** and ***"

@@ -15,6 +15,7 @@
 //! |                 | --no-prompt` when every unit goes; then `status` until they are gone   |
 //! | `run_command`   | `exec --unit <unit> --timeout Ns -- <script>`                          |
 //! | `hand_over`, [`JujuProvider::pause`] | `run <units…> pause delete-local-data=… force=…` (when `use_charm_pause`) |
+//! | `hand_back`, [`JujuProvider::resume`] | `run <units…> resume` (`kbg rollback` of a paused pool) |
 //! | [`JujuProvider::refresh_application`] | `refresh <application> --channel …` (masters)    |
 //!
 //! **Machines and units.** Juju names units itself (`beta/3`) and never reuses a number,
@@ -1061,6 +1062,14 @@ impl Provider for JujuProvider {
         let report = self
             .pause(pool, machines, options.delete_emptydir_data, options.force)
             .await?;
+        Ok(HandOverReport {
+            handed_over: report.done,
+            failed: report.failed,
+        })
+    }
+
+    async fn hand_back(&self, pool: &PoolSpec, machines: &[Machine]) -> Result<HandOverReport> {
+        let report = self.resume(pool, machines).await?;
         Ok(HandOverReport {
             handed_over: report.done,
             failed: report.failed,
