@@ -180,8 +180,6 @@ async fn demo(
         config: Config::parse(CONFIG).expect("the demo's kbg.yaml is valid"),
         target: KubeTarget {
             kubeconfig: Some(kubeconfig),
-            context: None,
-            rate_limit: None,
             ..KubeTarget::default()
         },
         state_namespace: settings::DEFAULT_STATE_NAMESPACE.into(),
