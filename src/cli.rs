@@ -63,6 +63,14 @@ pub struct GlobalArgs {
     )]
     pub clock_speed: Option<f64>,
 
+    /// Client-side limit on API requests per second, as client-go's QPS (kubectl: 5) [default: none]
+    #[arg(long, global = true, env = "KBG_KUBE_API_QPS", value_name = "QPS")]
+    pub kube_api_qps: Option<f64>,
+
+    /// Requests that may go at once above --kube-api-qps, as client-go's Burst [default: 10]
+    #[arg(long, global = true, env = "KBG_KUBE_API_BURST", value_name = "N")]
+    pub kube_api_burst: Option<u32>,
+
     /// How long the API server may take to answer each request (wall time; 0: no
     /// limit), kube-apiserver's own limit by default [default: 60s]
     #[arg(

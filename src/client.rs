@@ -10,6 +10,8 @@
 //!   [`crate::retry`]. kbg retries in exactly one place.
 //! - every request carries `User-Agent: kbg/<version> (pid <pid>)`, so audit logs tell
 //!   kbg's requests from everyone else's, and one kbg process from another.
+//! - `--kube-api-qps` / `--kube-api-burst` put client-go's client-side limit in front of
+//!   every request ([`ApiRateLimit`]); none by default.
 //! - every request must be answered (its response headers arrive) within the request
 //!   timeout ([`DEFAULT_REQUEST_TIMEOUT`], `--request-timeout`): kube's client has no
 //!   read timeout by default, so an API server that keeps the connection open and says
@@ -21,7 +23,7 @@
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -44,7 +46,7 @@ pub fn user_agent() -> String {
 }
 
 /// Which cluster to talk to, as resolved from flags, environment and `kbg.yaml`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct KubeTarget {
     /// A kubeconfig file, when one was named (`--kubeconfig`, `KUBECONFIG`,
     /// `cluster.kubeconfig`); `None`: `~/.kube/config`, then in-cluster.
@@ -54,6 +56,9 @@ pub struct KubeTarget {
     /// How long each request may go unanswered (wall time; zero: no limit). Default
     /// [`DEFAULT_REQUEST_TIMEOUT`].
     pub request_timeout: Duration,
+    /// A client-side limit on requests (`--kube-api-qps`, `--kube-api-burst`); `None`:
+    /// no limit.
+    pub rate_limit: Option<ApiRateLimit>,
 }
 
 impl Default for KubeTarget {
@@ -62,7 +67,96 @@ impl Default for KubeTarget {
             kubeconfig: None,
             context: None,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            rate_limit: None,
         }
+    }
+}
+
+/// A client-side limit on API requests: client-go's token bucket
+/// (`flowcontrol.NewTokenBucketRateLimiter(QPS, Burst)`), which kubectl runs with
+/// QPS 5 and Burst 10. The bucket holds at most `burst` tokens, refills at `qps` per
+/// second of wall time (it protects the API server, which lives in wall time, so it
+/// ignores `--clock-speed`), and every request takes one, waiting in order when none is
+/// left. A watch is one request when it starts.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ApiRateLimit {
+    /// Requests per second, sustained (> 0).
+    pub qps: f64,
+    /// Requests that may go at once after a quiet spell (>= 1).
+    pub burst: u32,
+}
+
+/// client-go's default `Burst` (kubectl's), when only `--kube-api-qps` is given.
+pub const DEFAULT_KUBE_API_BURST: u32 = 10;
+
+/// The tower layer of [`ApiRateLimit`].
+#[derive(Clone, Copy, Debug)]
+pub struct RateLimitLayer(pub ApiRateLimit);
+
+impl<S> tower::Layer<S> for RateLimitLayer {
+    type Service = RateLimited<S>;
+
+    fn layer(&self, inner: S) -> RateLimited<S> {
+        RateLimited {
+            inner,
+            limit: self.0,
+            tokens: f64::from(self.0.burst),
+            last: tokio::time::Instant::now(),
+            wait: None,
+        }
+    }
+}
+
+/// A service whose requests go no faster than its [`ApiRateLimit`] allows: it is not
+/// ready until a token is there (kube's client buffers requests in front of it, so they
+/// leave in order).
+pub struct RateLimited<S> {
+    inner: S,
+    limit: ApiRateLimit,
+    tokens: f64,
+    last: tokio::time::Instant,
+    wait: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S> std::fmt::Debug for RateLimited<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimited")
+            .field("limit", &self.limit)
+            .field("tokens", &self.tokens)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, R> tower::Service<R> for RateLimited<S>
+where
+    S: tower::Service<R>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<std::result::Result<(), S::Error>> {
+        loop {
+            if let Some(wait) = self.wait.as_mut() {
+                ready!(wait.as_mut().poll(cx));
+                self.wait = None;
+            }
+            let now = tokio::time::Instant::now();
+            let refill = now.duration_since(self.last).as_secs_f64() * self.limit.qps;
+            self.tokens = (self.tokens + refill).min(f64::from(self.limit.burst));
+            self.last = now;
+            if self.tokens >= 1.0 {
+                break;
+            }
+            let secs = (1.0 - self.tokens) / self.limit.qps;
+            self.wait = Some(Box::pin(tokio::time::sleep(Duration::from_secs_f64(secs))));
+        }
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: R) -> S::Future {
+        self.tokens -= 1.0;
+        self.inner.call(req)
     }
 }
 
@@ -163,13 +257,19 @@ pub async fn connect(target: &KubeTarget) -> Result<kube::Client> {
     ));
     let builder = kube::client::ClientBuilder::try_from(config)
         .map_err(|e| Error::usage(format!("cannot build a client for the cluster: {e}")))?;
-    Ok(if target.request_timeout.is_zero() {
-        builder.build()
-    } else {
-        builder
-            .with_layer(&AnswerWithin(target.request_timeout))
-            .build()
-    })
+    // The rate limit is outermost: waiting for a token is not waiting for an answer.
+    let answer = AnswerWithin(target.request_timeout);
+    Ok(
+        match (target.rate_limit, target.request_timeout.is_zero()) {
+            (None, true) => builder.build(),
+            (None, false) => builder.with_layer(&answer).build(),
+            (Some(limit), true) => builder.with_layer(&RateLimitLayer(limit)).build(),
+            (Some(limit), false) => builder
+                .with_layer(&answer)
+                .with_layer(&RateLimitLayer(limit))
+                .build(),
+        },
+    )
 }
 
 /// The [`NoAnswer`] behind `e`, if the API server did not answer in time.
@@ -220,4 +320,41 @@ pub fn is_not_found(e: &kube::Error) -> bool {
 /// Whether `e` is the API server's 409 (a stale `resourceVersion`, or `AlreadyExists`).
 pub fn is_conflict(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 409)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::{Layer, Service, ServiceExt};
+
+    /// client-go's bucket: `burst` requests at once, then one every 1/qps s, in order.
+    #[tokio::test(start_paused = true)]
+    async fn requests_leave_at_the_limit() {
+        let start = tokio::time::Instant::now();
+        let inner = tower::service_fn(move |i: u32| async move {
+            Ok::<_, std::convert::Infallible>((i, start.elapsed()))
+        });
+        let mut svc = RateLimitLayer(ApiRateLimit {
+            qps: 5.0,
+            burst: 10,
+        })
+        .layer(inner);
+        let mut at = Vec::new();
+        for i in 0..13 {
+            let (n, t) = svc.ready().await.unwrap().call(i).await.unwrap();
+            assert_eq!(n, i);
+            at.push(t.as_millis());
+        }
+        assert!(at[..10].iter().all(|t| *t == 0), "{at:?}");
+        assert_eq!(&at[10..], &[200, 400, 600], "{at:?}");
+        // A quiet spell refills the bucket, up to `burst`.
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let before = start.elapsed().as_millis();
+        for i in 0..10 {
+            let (_, t) = svc.ready().await.unwrap().call(i).await.unwrap();
+            assert_eq!(t.as_millis(), before);
+        }
+        let (_, t) = svc.ready().await.unwrap().call(10).await.unwrap();
+        assert_eq!(t.as_millis(), before + 200);
+    }
 }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::cli::{DrainArgs, GlobalArgs, OutputFormat};
-use crate::client::KubeTarget;
+use crate::client::{ApiRateLimit, DEFAULT_KUBE_API_BURST, KubeTarget};
 use crate::clock::Clock;
 use crate::config::{
     CONFIG_ENV, Config, DEFAULT_CONFIG_PATH, JoinSettings, MigrationKnobs, PoolConfig,
@@ -223,12 +223,32 @@ pub fn resolve(global: &GlobalArgs, env: &dyn Fn(&str) -> Option<String>) -> Res
             .as_deref()
             .map(|p| expand_home(p, env)),
     };
+    let rate_limit = match (global.kube_api_qps, global.kube_api_burst) {
+        (None, None) => None,
+        (None, Some(_)) => {
+            problems.push("--kube-api-burst: needs --kube-api-qps (the sustained rate)".into());
+            None
+        }
+        (Some(qps), burst) => {
+            let burst = burst.unwrap_or(DEFAULT_KUBE_API_BURST);
+            if !(qps.is_finite() && qps > 0.0) {
+                problems.push(format!(
+                    "--kube-api-qps: {qps} is not a number of requests per second greater than 0"
+                ));
+            }
+            if burst == 0 {
+                problems.push("--kube-api-burst: must be at least 1".into());
+            }
+            Some(ApiRateLimit { qps, burst })
+        }
+    };
     let target = KubeTarget {
         kubeconfig,
         context: global
             .context
             .clone()
             .or_else(|| config.cluster.context.clone()),
+        rate_limit,
         request_timeout: global
             .request_timeout
             .unwrap_or(crate::client::DEFAULT_REQUEST_TIMEOUT),
@@ -480,6 +500,32 @@ mod tests {
         assert!(lines[0].starts_with("--clock-speed"));
         assert!(lines[1].starts_with("--state-namespace"));
         assert!(lines[2].starts_with("KBG_JOIN_TOKEN") && !lines[2].contains("nope"));
+    }
+
+    #[test]
+    fn kube_api_rate_limit_is_off_unless_asked_and_checked() {
+        let mut g = GlobalArgs::default();
+        assert_eq!(resolve(&g, &env(&[])).unwrap().target.rate_limit, None);
+        g.kube_api_qps = Some(5.0);
+        assert_eq!(
+            resolve(&g, &env(&[])).unwrap().target.rate_limit,
+            Some(ApiRateLimit {
+                qps: 5.0,
+                burst: 10
+            })
+        );
+        g.kube_api_burst = Some(0);
+        g.kube_api_qps = Some(0.0);
+        let e = resolve(&g, &env(&[])).unwrap_err().to_string();
+        let lines: Vec<&str> = e.lines().collect();
+        assert_eq!(lines.len(), 2, "{e}");
+        assert!(lines[0].starts_with("--kube-api-qps: "), "{e}");
+        assert!(lines[1].starts_with("--kube-api-burst: "), "{e}");
+        g.kube_api_qps = None;
+        g.kube_api_burst = Some(20);
+        let e = resolve(&g, &env(&[])).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.to_string().starts_with("--kube-api-burst: needs"), "{e}");
     }
 
     #[test]

@@ -29,7 +29,6 @@
 //! `--retries`), as the kubeadm HA guide advises. A rerun resumes: masters whose control
 //! plane runs VERSION are skipped, kubeadm's `apply` is not run twice.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -371,7 +370,7 @@ async fn build_charm(
         .list(&spec)
         .await
         .map_err(|e| Error::provider(format!("asking Juju for the units of {application}"), e))?;
-    let mut units = BTreeMap::new();
+    let mut units = std::collections::BTreeMap::new();
     let mut missing = Vec::new();
     for (node, machine) in methods::machines_for(masters, &listed) {
         match machine.details.get("unit") {
