@@ -333,6 +333,22 @@ async fn rollback_of_a_charm_handed_over_pool_resumes_its_units() {
     support::need_python();
     let h = Harness::start(support::SCENARIO, "").await;
     let (dir, client) = two_pools_alpha_paused_by_the_charm(&h, json!({})).await;
+    let run = h
+        .kbg(&["migrate", "alpha", "beta", "--dry-run", "-o", "json"])
+        .await;
+    run.expect_code(0);
+    assert_eq!(run.json()["handed_over_by"], "juju", "{}", run.stdout);
+    let run = h.kbg(&["migrate", "alpha", "beta", "--dry-run"]).await;
+    assert!(
+        run.stdout
+            .contains("handed over by the juju provider's own drain"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        !changes(&dir).iter().any(|l| l.contains(" pause ")),
+        "a dry run asks the charm for nothing"
+    );
     h.kbg(&["migrate", "alpha", "beta"]).await.expect_code(0);
     let paused = |dir: &Path| -> Vec<String> {
         let st = state(dir);

@@ -104,6 +104,10 @@ pub struct PlanReport {
     pub blockers: Vec<Blocker>,
     /// Target kubelets the version skew policy refuses (the migration would refuse).
     pub skew: Vec<String>,
+    /// The provider whose own drain hands each batch over (`juju` for a pool with
+    /// `juju.use_charm_pause: true`), kbg's drain then confirming nothing is left; `None`
+    /// when kbg's drain does the job.
+    pub handed_over_by: Option<String>,
     /// Everything preflight read and decided.
     pub preflight: PreflightReport,
 }
@@ -119,6 +123,11 @@ impl PlanReport {
             self.settings.batch_size,
             self.pods_to_evict
         );
+        if let Some(provider) = &self.handed_over_by {
+            out.push_str(&format!(
+                "each batch is handed over by the {provider} provider's own drain (Juju: the worker charm's pause action), then kbg's drain confirms nothing is left\n"
+            ));
+        }
         for (i, b) in self.batches.iter().enumerate() {
             out.push_str(&format!("batch {}: {}\n", i + 1, b.join(", ")));
             for n in b {
@@ -404,6 +413,9 @@ async fn dry_run(
     to: &PoolConfig,
     drain: &DrainSettings,
 ) -> Result<ExitCode> {
+    let handed_over_by = HandOver::for_pool(ctx, from, drain)
+        .await?
+        .map(|h| h.kind().to_string());
     let p = plan(ctx, from, to, drain).await?;
     let refuses = p.refuses();
     let report = PlanReport {
@@ -415,6 +427,7 @@ async fn dry_run(
         pods_to_evict: p.preflight.pods_to_evict(),
         blockers: p.blockers,
         skew: p.skew,
+        handed_over_by,
         preflight: p.preflight,
     };
     ctx.ui.result(&report, PlanReport::human);
