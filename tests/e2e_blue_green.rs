@@ -4,15 +4,11 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 
-use common::Harness;
-use futures::StreamExt;
+use common::{Harness, watch_pdbs};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Node, Pod};
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, ListParams};
-use kube::runtime::{WatchStreamExt, watcher};
 
 const SCENARIO: &str = r#"
 version: v1.33.1
@@ -63,38 +59,6 @@ pools:
     count: 3
     sim: {boot_seconds: 5}
 "#;
-
-/// Watches every PDB and keeps, per PDB, the lowest currentHealthy − desiredHealthy seen
-/// once it was first satisfied (the same definition as the simulator's books).
-fn watch_pdbs(client: kube::Client) -> Arc<Mutex<BTreeMap<String, i32>>> {
-    let margins = Arc::new(Mutex::new(BTreeMap::<String, i32>::new()));
-    let m = margins.clone();
-    tokio::spawn(async move {
-        let api: Api<PodDisruptionBudget> = Api::all(client);
-        let mut stream = watcher(api, watcher::Config::default())
-            .default_backoff()
-            .applied_objects()
-            .boxed();
-        while let Some(Ok(pdb)) = stream.next().await {
-            let Some(s) = pdb.status else { continue };
-            let key = format!(
-                "{}/{}",
-                pdb.metadata.namespace.unwrap_or_default(),
-                pdb.metadata.name.unwrap_or_default()
-            );
-            let margin = s.current_healthy - s.desired_healthy;
-            let mut all = m.lock().unwrap();
-            match all.get_mut(&key) {
-                Some(low) => *low = (*low).min(margin),
-                None if margin >= 0 => {
-                    all.insert(key, margin);
-                }
-                None => {}
-            }
-        }
-    });
-    margins
-}
 
 fn owner_kind(p: &Pod) -> Option<&str> {
     p.metadata
