@@ -129,6 +129,16 @@ pub struct ActionReport {
     pub failed: Vec<ProviderError>,
 }
 
+/// A charm action's outcome as a hand-over's (`pause`) or its undoing's (`resume`).
+impl From<ActionReport> for HandOverReport {
+    fn from(report: ActionReport) -> Self {
+        HandOverReport {
+            handed_over: report.done,
+            failed: report.failed,
+        }
+    }
+}
+
 /// A pool that is a Juju application. Build it with [`JujuProvider::from_pool`].
 #[derive(Debug)]
 pub struct JujuProvider {
@@ -1059,21 +1069,13 @@ impl Provider for JujuProvider {
         machines: &[Machine],
         options: &HandOverOptions,
     ) -> Result<HandOverReport> {
-        let report = self
-            .pause(pool, machines, options.delete_emptydir_data, options.force)
-            .await?;
-        Ok(HandOverReport {
-            handed_over: report.done,
-            failed: report.failed,
-        })
+        self.pause(pool, machines, options.delete_emptydir_data, options.force)
+            .await
+            .map(Into::into)
     }
 
     async fn hand_back(&self, pool: &PoolSpec, machines: &[Machine]) -> Result<HandOverReport> {
-        let report = self.resume(pool, machines).await?;
-        Ok(HandOverReport {
-            handed_over: report.done,
-            failed: report.failed,
-        })
+        self.resume(pool, machines).await.map(Into::into)
     }
 
     async fn run_command(
