@@ -823,7 +823,6 @@ async fn steps(
         r.rec.op.go(Phase::UpgradingKubelets);
     }
     r.stage(Stage::UpgradingKubelets).await?;
-    let all_at_target = vec![target.clone()];
     for m in masters {
         let node = m.node.as_str();
         if !up.separate_kubelet() {
@@ -840,61 +839,41 @@ async fn steps(
             r.host(node, HostStatus::Upgraded, None).await?;
             continue;
         }
-        if m.kubelet_at(target) {
-            // A run stopped between the kubelet and the uncordon leaves kbg's cordon:
-            // lift it (a person's own cordon stays).
-            if let Err(e) =
-                cordon::uncordon_if_ours(&ctx.client, node, CONTROL_PLANE_KEY, ctx.clock).await
-            {
+        // A kubelet already at the target was upgraded by a run that stopped before the
+        // uncordon: only kbg's cordon is left to lift.
+        let upgrade = !m.kubelet_at(target);
+        if upgrade {
+            r.host(node, HostStatus::UpgradingKubelet, None).await?;
+            if let Err(e) = cordon::cordon(&ctx.client, node, CONTROL_PLANE_KEY, ctx.clock).await {
                 return Err(r
                     .fail(
                         Some((node, HostStatus::UpgradingKubeletFailed)),
-                        &format!("uncordoning master {node}"),
+                        &format!("cordoning master {node}"),
                         &crate::client::describe(&e),
                     )
                     .await);
             }
-            r.host(node, HostStatus::Upgraded, None).await?;
-            continue;
+            ctx.events.normal(
+                node,
+                "UpgradingKubelet",
+                "Upgrade",
+                format!("kbg upgrade-control-plane {target}: cordoned to upgrade the kubelet"),
+            );
+            let outcome = match up.kubelet(node, run).await {
+                Ok(()) => wait_kubelet(ctx, node, target, cp.master_timeout).await,
+                Err(e) => Err(e.0),
+            };
+            if let Err(why) = outcome {
+                return Err(r
+                    .fail(
+                        Some((node, HostStatus::UpgradingKubeletFailed)),
+                        &format!("the kubelet of master {node} (left cordoned by kbg)"),
+                        &why,
+                    )
+                    .await);
+            }
         }
-        if let Err(v) = skew::check_kubelet(target, &all_at_target) {
-            return Err(r
-                .fail(
-                    Some((node, HostStatus::UpgradingKubeletFailed)),
-                    "skew",
-                    &v.to_string(),
-                )
-                .await);
-        }
-        r.host(node, HostStatus::UpgradingKubelet, None).await?;
-        if let Err(e) = cordon::cordon(&ctx.client, node, CONTROL_PLANE_KEY, ctx.clock).await {
-            return Err(r
-                .fail(
-                    Some((node, HostStatus::UpgradingKubeletFailed)),
-                    &format!("cordoning master {node}"),
-                    &crate::client::describe(&e),
-                )
-                .await);
-        }
-        ctx.events.normal(
-            node,
-            "UpgradingKubelet",
-            "Upgrade",
-            format!("kbg upgrade-control-plane {target}: cordoned to upgrade the kubelet"),
-        );
-        let outcome = match up.kubelet(node, run).await {
-            Ok(()) => wait_kubelet(ctx, node, target, cp.master_timeout).await,
-            Err(e) => Err(e.0),
-        };
-        if let Err(why) = outcome {
-            return Err(r
-                .fail(
-                    Some((node, HostStatus::UpgradingKubeletFailed)),
-                    &format!("the kubelet of master {node} (left cordoned by kbg)"),
-                    &why,
-                )
-                .await);
-        }
+        // A person's own cordon stays.
         if let Err(e) =
             cordon::uncordon_if_ours(&ctx.client, node, CONTROL_PLANE_KEY, ctx.clock).await
         {
@@ -907,12 +886,14 @@ async fn steps(
                 .await);
         }
         r.host(node, HostStatus::Upgraded, None).await?;
-        ctx.events.normal(
-            node,
-            "UpgradedKubelet",
-            "Upgrade",
-            format!("kbg upgrade-control-plane {target}: kubelet runs {target}; uncordoned"),
-        );
+        if upgrade {
+            ctx.events.normal(
+                node,
+                "UpgradedKubelet",
+                "Upgrade",
+                format!("kbg upgrade-control-plane {target}: kubelet runs {target}; uncordoned"),
+            );
+        }
     }
     r.rec.op.go(Phase::Done);
     r.stage(Stage::Complete).await?;
