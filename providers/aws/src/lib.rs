@@ -616,11 +616,7 @@ impl AwsProvider {
         {
             Ok(_) => {}
             Err(e) => {
-                let e = sdk_error(e, "TerminateInstances", &self.pool);
-                if e.code.as_deref() == Some("InvalidInstanceID.NotFound") {
-                    return Ok(());
-                }
-                return Err(e.error.with_machine(machine));
+                return sdk_error(e, "TerminateInstances", &self.pool).ok_if_gone(machine);
             }
         }
         match self
@@ -631,18 +627,12 @@ impl AwsProvider {
             .await
         {
             Ok(_) => Ok(()),
-            Err(e) => {
-                let e = waiter_error(
-                    e,
-                    &format!("instance {} to terminate", ids.join(", ")),
-                    &self.pool,
-                );
-                if e.code.as_deref() == Some("InvalidInstanceID.NotFound") {
-                    Ok(())
-                } else {
-                    Err(e.error.with_machine(machine))
-                }
-            }
+            Err(e) => waiter_error(
+                e,
+                &format!("instance {} to terminate", ids.join(", ")),
+                &self.pool,
+            )
+            .ok_if_gone(machine),
         }
     }
 
@@ -682,14 +672,7 @@ impl AwsProvider {
                     .with_machine(machine)),
                 }
             }
-            Err(e) => {
-                let e = sdk_error(e, "DescribeInstances", &self.pool);
-                if e.code.as_deref() == Some("InvalidInstanceID.NotFound") {
-                    Ok(())
-                } else {
-                    Err(e.error.with_machine(machine))
-                }
-            }
+            Err(e) => sdk_error(e, "DescribeInstances", &self.pool).ok_if_gone(machine),
         }
     }
 }
@@ -698,6 +681,16 @@ impl CallError {
     fn with_machine(mut self, machine: &str) -> CallError {
         self.error = self.error.with_machine(machine);
         self
+    }
+
+    /// `Ok` when EC2 says the instance does not exist (it is gone, which is what the
+    /// caller wanted), else the error about `machine`.
+    fn ok_if_gone(self, machine: &str) -> Result<(), ProviderError> {
+        if self.code.as_deref() == Some("InvalidInstanceID.NotFound") {
+            Ok(())
+        } else {
+            Err(self.error.with_machine(machine))
+        }
     }
 }
 
