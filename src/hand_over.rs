@@ -46,6 +46,9 @@ pub struct HandOver {
     provider: Box<dyn Provider>,
     spec: PoolSpec,
     options: HandOverOptions,
+    /// The pool's machines, listed at the first batch: the source pool does not grow
+    /// while it is handed over, so one listing serves every batch.
+    machines: tokio::sync::OnceCell<Vec<Machine>>,
 }
 
 impl std::fmt::Debug for HandOver {
@@ -96,6 +99,7 @@ impl HandOver {
                 delete_emptydir_data: drain.delete_emptydir_data,
                 force: drain.force,
             },
+            machines: tokio::sync::OnceCell::new(),
         }))
     }
 
@@ -169,7 +173,10 @@ impl HandOver {
     /// The machines of `nodes` at the provider (by provider ID, else name), and the names
     /// of the nodes that have none.
     async fn machines_of(&self, ctx: &Ctx, nodes: &[&Node]) -> Result<(Vec<Machine>, Vec<String>)> {
-        let machines = providers::list(self.provider.as_ref(), &self.spec, ctx.clock).await?;
+        let machines = self
+            .machines
+            .get_or_try_init(|| providers::list(self.provider.as_ref(), &self.spec, ctx.clock))
+            .await?;
         let mut found: Vec<Machine> = Vec::new();
         let mut missing = Vec::new();
         for n in nodes {
