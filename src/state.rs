@@ -567,6 +567,21 @@ pub enum HostStatus {
     Upgraded,
 }
 
+impl HostStatus {
+    /// The word as stored and shown (`upgrading-kubelet-failed`): its serde name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HostStatus::Pending => "pending",
+            HostStatus::UpgradingControlPlane => "upgrading-control-plane",
+            HostStatus::UpgradingControlPlaneFailed => "upgrading-control-plane-failed",
+            HostStatus::UpgradedControlPlane => "upgraded-control-plane",
+            HostStatus::UpgradingKubelet => "upgrading-kubelet",
+            HostStatus::UpgradingKubeletFailed => "upgrading-kubelet-failed",
+            HostStatus::Upgraded => "upgraded",
+        }
+    }
+}
+
 /// One master in a [`ControlPlaneRecord`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MasterRecord {
@@ -716,6 +731,21 @@ impl Ledger for StateLedger {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_status_words_are_their_serde_names() {
+        for s in [
+            HostStatus::Pending,
+            HostStatus::UpgradingControlPlane,
+            HostStatus::UpgradingControlPlaneFailed,
+            HostStatus::UpgradedControlPlane,
+            HostStatus::UpgradingKubelet,
+            HostStatus::UpgradingKubeletFailed,
+            HostStatus::Upgraded,
+        ] {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
+    }
 
     #[test]
     fn ledger_keys_are_configmap_keys_one_to_one() {

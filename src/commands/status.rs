@@ -211,10 +211,7 @@ impl StatusReport {
                         m.kubelet_version.clone().unwrap_or_else(|| "-".into()),
                         if m.ready { "True" } else { "False" }.into(),
                         m.target_version.clone().unwrap_or_else(|| "-".into()),
-                        m.upgrade_status
-                            .and_then(|s| serde_json::to_value(s).ok())
-                            .and_then(|v| v.as_str().map(str::to_string))
-                            .unwrap_or_else(|| "-".into()),
+                        m.upgrade_status.map_or("-", HostStatus::as_str).to_string(),
                     ]
                 }),
             ));

@@ -161,10 +161,7 @@ impl UpgradeReport {
                         .as_ref()
                         .map_or_else(|| "-".into(), ToString::to_string),
                     self.to.to_string(),
-                    serde_json::to_value(m.status)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_string))
-                        .unwrap_or_default(),
+                    m.status.as_str().to_string(),
                     m.attempts.to_string(),
                 ]
             }),
