@@ -55,16 +55,6 @@ pub fn client_token(
     format!("kbg-{}", &hex[..56])
 }
 
-/// The index in `<pool>-<index>` ([`kbg_provider::machine_name`]), if `machine` has
-/// that form.
-pub(crate) fn machine_index(pool: &str, machine: &str) -> Option<usize> {
-    machine
-        .strip_prefix(pool)?
-        .strip_prefix('-')?
-        .parse::<usize>()
-        .ok()
-}
-
 /// The name used to check that the user-data template renders before any launch.
 pub(crate) fn machine_probe_name(pool: &str) -> String {
     kbg_provider::machine_name(pool, 0)
@@ -79,7 +69,7 @@ pub fn subnet_for<'a>(subnets: &'a [String], pool: &str, machine: &str) -> Optio
     if subnets.is_empty() {
         return None;
     }
-    let slot = machine_index(pool, machine).unwrap_or_else(|| {
+    let slot = kbg_provider::machine_index(pool, machine).unwrap_or_else(|| {
         let digest = Sha256::digest(machine.as_bytes());
         let mut first = [0u8; 8];
         first.copy_from_slice(&digest[..8]);
@@ -234,8 +224,8 @@ mod tests {
         let odd = subnet_for(&subnets, "beta", "beta-spare").unwrap();
         assert_eq!(subnet_for(&subnets, "beta", "beta-spare"), Some(odd));
         // "beta-x-1" belongs to pool "beta-x", not to pool "beta".
-        assert_eq!(machine_index("beta", "beta-x-1"), None);
-        assert_eq!(machine_index("beta-x", "beta-x-1"), Some(1));
+        assert_eq!(kbg_provider::machine_index("beta", "beta-x-1"), None);
+        assert_eq!(kbg_provider::machine_index("beta-x", "beta-x-1"), Some(1));
         assert_eq!(subnet_for(&[], "beta", "beta-0"), None);
     }
 

@@ -54,6 +54,12 @@ pub fn machine_name(pool: &str, index: usize) -> String {
     format!("{pool}-{index}")
 }
 
+/// The index in a [`machine_name`] of `pool` (`beta-3` → 3); `None` when `machine` is
+/// not `<pool>-<index>` (`beta-x-1` is not pool `beta`'s).
+pub fn machine_index(pool: &str, machine: &str) -> Option<usize> {
+    machine.strip_prefix(pool)?.strip_prefix('-')?.parse().ok()
+}
+
 /// A Kubernetes node taint, as in `Node.spec.taints`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Taint {

@@ -35,9 +35,9 @@ pub(crate) struct Assignment {
     pub missing: Vec<String>,
 }
 
-/// The index N of machine name `<pool>-N`.
+/// The index N of machine name `<pool>-N`, as a unit number.
 fn index_of(pool: &str, name: &str) -> Option<u32> {
-    name.strip_prefix(pool)?.strip_prefix('-')?.parse().ok()
+    kbg_provider::machine_index(pool, name).and_then(|i| u32::try_from(i).ok())
 }
 
 fn by_number(units: &mut [String]) {
